@@ -1,0 +1,155 @@
+"""The ``labinov`` command: run the suite, run one process, migrate, manage accounts.
+
+    labinov run                      start every process on the embedded defaults (what `make run` does)
+    labinov migrate [SERVICE ...]    bring databases to the newest schema
+    labinov web SERVICE              one service's web process under gunicorn
+    labinov worker SERVICE           one service's worker (consumer + outbox relay)
+    labinov gateway                  the development gateway on LABINOV_PORT
+    labinov user create --role organiser|evaluator --email EMAIL --password PASSWORD [--name N] [--opd O]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import shutil
+import sys
+
+import click
+
+from shared.config import SERVICES, ConfigurationError, embedded_broker_socket, load_settings
+from shared.runtime import ServiceRuntime
+
+
+def service_runtime(name: str) -> ServiceRuntime:
+    return importlib.import_module(f"services.{name}.bootstrap").bootstrap()
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.argument("services", nargs=-1, type=click.Choice(SERVICES))
+def migrate(services: tuple[str, ...]) -> None:
+    """Migrate the databases of SERVICES (default: all three)."""
+    from shared.migrations import upgrade
+
+    for name in services or SERVICES:
+        upgrade(service_runtime(name))
+        click.echo(f"{name}: database is up to date")
+
+
+@main.command()
+@click.argument("service", type=click.Choice(SERVICES))
+def worker(service: str) -> None:
+    """Run SERVICE's worker: its event consumer, its outbox relay and its background loops."""
+    importlib.import_module(f"services.{service}.worker").main()
+
+
+def web_command(service: str, port: int, workers: int = 2) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
+        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", "4",
+        "--graceful-timeout", "10", "--access-logfile", "-", "--name", f"labinov-{service}",
+    ]
+
+
+@main.command()
+@click.argument("service", type=click.Choice(SERVICES))
+@click.option("--workers", default=2, show_default=True)
+def web(service: str, workers: int) -> None:
+    """Run SERVICE's web process under gunicorn on its own port."""
+    port = load_settings(service).service_ports[service]
+    os.execv(sys.executable, web_command(service, port, workers))
+
+
+@main.command()
+def gateway() -> None:
+    """Serve the one address (LABINOV_PORT) that routes /<service>/ to each service's own port."""
+    port = load_settings("registration").port
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "services.gateway:app", "--bind", f"0.0.0.0:{port}",
+         "--workers", "1", "--threads", "16", "--name", "labinov-gateway"],
+    )
+
+
+@main.group()
+def user() -> None:
+    """Organiser and evaluator accounts."""
+
+
+@user.command("create")
+@click.option("--role", type=click.Choice(["organiser", "evaluator"]), required=True)
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--name", default=None)
+@click.option("--opd", default=None, help="the agency the account belongs to")
+def create_user(role: str, email: str, password: str, name: str | None, opd: str | None) -> None:
+    """Create an account that can sign in and receive tokens."""
+    from services.registration.domain import create_account
+    from shared.errors import DomainError
+    from shared.migrations import upgrade
+
+    runtime = service_runtime("registration")
+    upgrade(runtime)
+    try:
+        with runtime.unit_of_work() as uow:
+            account = create_account(uow, role, email, password, name, opd)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.detail} {exc.errors or ''}".strip()) from None
+    click.echo(f"created {account.role} {account.email} ({account.id})")
+
+
+@main.command()
+def run() -> None:
+    """Start the whole suite on this machine and stop it all on Ctrl-C."""
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    from shared.auth import load_private_key_pem
+    from shared.messaging.broker import embedded_redis_command
+    from shared.migrations import upgrade
+
+    try:
+        settings = {name: load_settings(name) for name in SERVICES}
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    first = settings["registration"]
+    first.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in SERVICES:
+        upgrade(service_runtime(name))
+    load_private_key_pem(first)  # create the signing key once, before any process races for it
+
+    manager = Manager(Printer(sys.stdout))
+    base_env = {**os.environ, "LABINOV_DATA_DIR": str(first.data_dir), "PYTHONUNBUFFERED": "1"}
+    if first.broker_is_embedded:
+        socket_path = embedded_broker_socket(first.data_dir)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        manager.add_process("broker", shlex.join(embedded_redis_command(socket_path)), env=base_env)
+    for name in SERVICES:
+        metrics_dir = first.data_dir / "metrics" / name
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env = {**base_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        manager.add_process(f"{name}-web", shlex.join(web_command(name, first.service_ports[name])), env=env)
+        manager.add_process(
+            f"{name}-worker", shlex.join([sys.executable, "-m", "services.cli", "worker", name]), env=env
+        )
+    manager.add_process("gateway", shlex.join([sys.executable, "-m", "services.cli", "gateway"]), env=base_env)
+
+    click.secho(
+        f"\n  Labinov is starting. Open {first.public_url}/  (Ctrl-C stops everything)\n"
+        f"  data: {first.data_dir}   broker: {'embedded Redis' if first.broker_is_embedded else first.broker_url}\n",
+        fg="green", bold=True,
+    )
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+if __name__ == "__main__":
+    main()

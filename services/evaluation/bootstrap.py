@@ -1,0 +1,15 @@
+"""Wires the evaluation service: settings, database, outbox — shared by web, worker and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.config import Settings
+from shared.runtime import ServiceRuntime, build_runtime
+from services.evaluation.tables import Base
+
+NAME = "evaluation"
+
+
+def bootstrap(settings: Settings | None = None) -> ServiceRuntime:
+    return build_runtime(NAME, Base.metadata, Path(__file__).parent, settings)

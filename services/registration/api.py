@@ -1,0 +1,104 @@
+"""The registration JSON API (``/registration/api/v1``): thin adapters over ``domain``.
+
+Who may call what:
+- ``POST /auth/token``, ``GET /auth/jwks.json``, ``GET /sessions``, ``GET /sessions/{id}``,
+  ``POST /sessions/{id}/registrations`` — anyone (the public registers without an account);
+- ``POST /sessions`` — organisers;
+- ``GET /registrations/{id}`` — organisers.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_smorest import Blueprint
+
+from shared.auth import current_principal, requires
+from shared.http import runtime_of
+from services.registration import domain
+from services.registration.schemas import (
+    ParticipantSchema,
+    RegistrationSchema,
+    SessionCreateSchema,
+    SessionSchema,
+    TokenRequestSchema,
+    TokenSchema,
+)
+
+blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
+
+
+def _session_view(uow, session):
+    seats = domain.seat_count(uow, session)
+    return {
+        **{c: getattr(session, c) for c in ("id", "title", "starts_at", "ends_at", "location", "capacity")},
+        "seats_available": seats.available,
+        "confirmed_count": seats.confirmed,
+    }
+
+
+@blp.post("/auth/token")
+@blp.arguments(TokenRequestSchema)
+@blp.response(200, TokenSchema)
+def issue_token(credentials):
+    """Exchange an organiser's or evaluator's e-mail and password for a bearer token. Anyone may call."""
+    with runtime_of().unit_of_work() as uow:
+        principal = domain.authenticate(uow, credentials["email"], credentials["password"])
+    issuer = current_app.extensions["labinov_issuer"]
+    return {
+        "access_token": issuer.issue(principal),
+        "token_type": "Bearer",
+        "expires_in": issuer.lifetime_seconds,
+    }
+
+
+@blp.get("/auth/jwks.json")
+def jwks():
+    """The public key(s) that verify Labinov tokens (JWKS). Anyone may call."""
+    return current_app.extensions["labinov_issuer"].jwks()
+
+
+@blp.post("/sessions")
+@blp.arguments(SessionCreateSchema)
+@blp.response(201, SessionSchema)
+@requires("organiser")
+def create_session(fields):
+    """Open a lab session."""
+    with runtime_of().unit_of_work() as uow:
+        session = domain.create_session(uow, fields, current_principal())
+        return _session_view(uow, session)
+
+
+@blp.get("/sessions")
+@blp.response(200, SessionSchema(many=True))
+def list_sessions():
+    """All sessions, soonest first, with the seats left. Anyone may call."""
+    with runtime_of().unit_of_work() as uow:
+        return [_session_view(uow, s) for s in domain.list_sessions(uow)]
+
+
+@blp.get("/sessions/<session_id>")
+@blp.response(200, SessionSchema)
+def get_session(session_id):
+    """One session with the seats left. Anyone may call."""
+    with runtime_of().unit_of_work() as uow:
+        return _session_view(uow, domain.get_session(uow, session_id))
+
+
+@blp.post("/sessions/<session_id>/registrations")
+@blp.arguments(ParticipantSchema)
+@blp.response(201, RegistrationSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(409, description="This NIP is already registered for the session")
+def register(participant, session_id):
+    """Register for a session: ``confirmed`` while seats remain, ``waitlisted`` after. Anyone may call."""
+    with runtime_of().unit_of_work() as uow:
+        return domain.register_participant(uow, session_id, participant)
+
+
+@blp.get("/registrations/<registration_id>")
+@blp.response(200, RegistrationSchema)
+@requires("organiser")
+def get_registration(registration_id):
+    """One registration."""
+    with runtime_of().unit_of_work() as uow:
+        return domain.get_registration(uow, registration_id)

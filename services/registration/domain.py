@@ -1,0 +1,254 @@
+"""Registration's domain operations: accounts, sessions and registrations.
+
+Views and commands are thin adapters around these functions; each takes a unit of work, changes state,
+writes the events the change causes into the same transaction, and commits.
+
+Capacity under a registration rush (the invariant: confirmed registrations never exceed capacity):
+:func:`register_participant` first locks the session row (``SELECT ... FOR UPDATE`` on PostgreSQL; on
+SQLite the transaction already holds the database write lock from ``BEGIN IMMEDIATE``). Every registration
+for one session therefore runs its "count confirmed, then insert" one after another, while registrations
+for other sessions proceed in parallel. Lock order is always session row → registration rows, so two
+operations can never deadlock. The same NIP twice for one session is refused by a unique constraint, which
+also holds when two identical requests race.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import phonenumbers
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.auth import ROLES, Principal
+from shared.db import UnitOfWork
+from shared.errors import Conflict, NotFound, RuleViolation
+from services.registration.tables import Account, LabSession, Registration
+
+_password_hasher = PasswordHasher()
+
+
+# --- participant data rules ----------------------------------------------------------------------------
+
+
+def nip_problem(nip: str) -> str | None:
+    """Why ``nip`` is not a valid NIP, or ``None``.
+
+    A NIP has 18 digits: birth date YYYYMMDD, appointment YYYYMM, sex digit (1 male, 2 female), and a
+    3-digit sequence number.
+    """
+    if not re.fullmatch(r"\d{18}", nip or ""):
+        return "NIP must be exactly 18 digits."
+    try:
+        born = date(int(nip[0:4]), int(nip[4:6]), int(nip[6:8]))
+    except ValueError:
+        return "NIP digits 1-8 must be a valid birth date (YYYYMMDD)."
+    year, month = int(nip[8:12]), int(nip[12:14])
+    if not 1 <= month <= 12 or year < born.year + 15:
+        return "NIP digits 9-14 must be an appointment month (YYYYMM) at least 15 years after birth."
+    if nip[14] not in "12":
+        return "NIP digit 15 must be 1 (male) or 2 (female)."
+    if nip[15:] == "000":
+        return "NIP digits 16-18 must be a sequence number from 001."
+    return None
+
+
+def normalise_mobile_number(raw: str) -> str:
+    """An Indonesian mobile number in E.164 (``+62812...``); raises ``ValueError`` with the reason."""
+    try:
+        number = phonenumbers.parse(raw, "ID")
+    except phonenumbers.NumberParseException:
+        raise ValueError("Not a phone number.") from None
+    if number.country_code != 62 or not phonenumbers.is_valid_number(number):
+        raise ValueError("Must be a valid Indonesian phone number, e.g. 0812 3456 7890.")
+    if phonenumbers.number_type(number) not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        raise ValueError("Must be a mobile number (it receives the confirmation messages).")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str) -> str:
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# --- accounts ------------------------------------------------------------------------------------------
+
+
+def create_account(
+    uow: UnitOfWork, role: str, email: str, password: str, name: str | None = None, opd: str | None = None
+) -> Account:
+    """Create an organiser or evaluator account (the password is stored as an argon2 hash)."""
+    if role not in ROLES:
+        raise RuleViolation(f"role must be one of {', '.join(ROLES)}", {"role": ["Unknown role."]})
+    try:
+        email = normalise_email(email)
+    except ValueError as exc:
+        raise RuleViolation(str(exc), {"email": [str(exc)]}) from None
+    if len(password) < 10:
+        raise RuleViolation("password too short", {"password": ["At least 10 characters."]})
+    account = Account(
+        email=email.lower(),
+        name=name or email.split("@")[0],
+        role=role,
+        opd=opd,
+        password_hash=_password_hasher.hash(password),
+        created_at=datetime.now(UTC),
+    )
+    uow.session.add(account)
+    try:
+        uow.flush()
+    except IntegrityError:
+        raise Conflict(f"An account for {email} already exists.") from None
+    uow.commit()
+    return account
+
+
+def authenticate(uow: UnitOfWork, email: str, password: str) -> Principal:
+    """The principal of the account with these credentials; one vague error for every failure."""
+    account = uow.session.scalar(select(Account).where(Account.email == email.strip().lower()))
+    try:
+        if account is None:
+            _password_hasher.hash(password)  # same work either way: no user enumeration by timing
+            raise VerifyMismatchError
+        _password_hasher.verify(account.password_hash, password)
+    except (VerifyMismatchError, InvalidHashError):
+        raise InvalidCredentials("Wrong e-mail or password.") from None
+    return Principal(account.id, account.email, account.role, account.name)
+
+
+class InvalidCredentials(RuleViolation):
+    status = 401
+    slug = "invalid-credentials"
+    title = "Unauthorized"
+
+
+# --- sessions ------------------------------------------------------------------------------------------
+
+
+def session_event_data(session: LabSession) -> dict[str, Any]:
+    return {
+        "session_id": session.id,
+        "programme_id": None,
+        "title": session.title,
+        "starts_at": session.starts_at,
+        "ends_at": session.ends_at,
+        "location": session.location,
+        "capacity": session.capacity,
+    }
+
+
+def create_session(uow: UnitOfWork, fields: dict[str, Any], organiser: Principal) -> LabSession:
+    """Open a lab session; publishes ``session.created``."""
+    if fields["ends_at"] <= fields["starts_at"]:
+        raise RuleViolation("The session must end after it starts.", {"ends_at": ["Must be after starts_at."]})
+    session = LabSession(**fields, created_by=organiser.account_id, created_at=datetime.now(UTC))
+    uow.session.add(session)
+    uow.flush()
+    uow.publish("session.created", session_event_data(session), subject=session.id)
+    uow.commit()
+    return session
+
+
+def get_session(uow: UnitOfWork, session_id: str, lock: bool = False) -> LabSession:
+    query = select(LabSession).where(LabSession.id == session_id)
+    if lock:
+        query = query.with_for_update()
+    session = uow.session.scalar(query)
+    if session is None:
+        raise NotFound(f"There is no session {session_id}.")
+    return session
+
+
+def list_sessions(uow: UnitOfWork) -> list[LabSession]:
+    return list(uow.session.scalars(select(LabSession).order_by(LabSession.starts_at)))
+
+
+@dataclass(frozen=True)
+class SeatCount:
+    capacity: int
+    confirmed: int
+
+    @property
+    def available(self) -> int:
+        return max(self.capacity - self.confirmed, 0)
+
+
+def seat_count(uow: UnitOfWork, session: LabSession) -> SeatCount:
+    confirmed = uow.session.scalar(
+        select(func.count())
+        .select_from(Registration)
+        .where(Registration.session_id == session.id, Registration.status == "confirmed")
+    )
+    return SeatCount(session.capacity, int(confirmed or 0))
+
+
+# --- registrations -------------------------------------------------------------------------------------
+
+
+def registration_event_data(registration: Registration, session: LabSession) -> dict[str, Any]:
+    return {
+        "registration_id": registration.id,
+        "session_id": session.id,
+        "session_title": session.title,
+        "session_starts_at": session.starts_at,
+        "session_location": session.location,
+        "status": registration.status,
+        "name": registration.name,
+        "nip": registration.nip,
+        "email": registration.email,
+        "phone": registration.phone,
+        "opd": registration.opd,
+        "position": registration.position,
+    }
+
+
+def register_participant(uow: UnitOfWork, session_id: str, participant: dict[str, Any]) -> Registration:
+    """Register a participant: ``confirmed`` while seats remain, else ``waitlisted``.
+
+    Publishes ``registration.confirmed`` or ``registration.waitlisted`` in the same transaction. See the
+    module docstring for why capacity holds under concurrent requests.
+    """
+    session = get_session(uow, session_id, lock=True)
+    duplicate = uow.session.scalar(
+        select(Registration.id).where(
+            Registration.session_id == session.id, Registration.nip == participant["nip"]
+        )
+    )
+    if duplicate:
+        raise _duplicate(participant["nip"])
+    status = "confirmed" if seat_count(uow, session).available > 0 else "waitlisted"
+    registration = Registration(
+        session_id=session.id, status=status, created_at=datetime.now(UTC), **participant
+    )
+    uow.session.add(registration)
+    try:
+        uow.flush()
+    except IntegrityError:
+        raise _duplicate(participant["nip"]) from None
+    uow.publish(f"registration.{status}", registration_event_data(registration, session), subject=registration.id)
+    uow.commit()
+    return registration
+
+
+def _duplicate(nip: str) -> Conflict:
+    return Conflict(
+        f"NIP {nip} is already registered for this session.", {"nip": ["Already registered for this session."]}
+    )
+
+
+def get_registration(uow: UnitOfWork, registration_id: str) -> Registration:
+    registration = uow.session.get(Registration, registration_id)
+    if registration is None:
+        raise NotFound(f"There is no registration {registration_id}.")
+    return registration

@@ -1,0 +1,23 @@
+"""Registration pages for people (server-rendered, no JavaScript needed): the participant portal."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, render_template
+
+from shared.http import runtime_of
+from services.registration import domain
+
+pages = Blueprint("registration_pages", __name__)
+
+#: Kalimantan Utara is on WITA (UTC+8); times are stored in UTC and shown local.
+PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
+
+
+@pages.get("/")
+def portal():
+    """The participant portal: upcoming sessions and the seats left. Anyone may open it."""
+    with runtime_of().unit_of_work() as uow:
+        sessions = [{"session": s, "seats": domain.seat_count(uow, s)} for s in domain.list_sessions(uow)]
+    return render_template("registration/sessions.html", sessions=sessions, tz=PROGRAMME_TIMEZONE)

@@ -1,0 +1,198 @@
+"""Signed tokens: issued by the registration service, verified everywhere else.
+
+Organiser and evaluator accounts live in the registration service. It alone holds the private key
+(``LABINOV_JWT_PRIVATE_KEY``; on an embedded run one is generated into ``<data dir>/keys/`` on first use)
+and signs short-lived EdDSA JWTs. The other services only verify: with ``LABINOV_JWT_PUBLIC_KEY``, with the
+JWKS that registration publishes (``LABINOV_JWKS_URL``, fetched once and cached — never per request), or, on
+an embedded run, with the public half of the key file in the shared data folder.
+
+Every endpoint states who may call it with :func:`requires` — the one auth check of the suite.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import current_app, g, request
+
+from shared.config import Settings
+
+ISSUER = "labinov-registration"
+AUDIENCE = "labinov"
+ALGORITHM = "EdDSA"
+ROLES = ("organiser", "evaluator")
+_PRIVATE_KEY_FILE = "jwt-private.pem"
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the account id, e-mail and role from a verified token."""
+
+    account_id: str
+    email: str
+    role: str
+    name: str | None = None
+
+
+def load_private_key_pem(settings: Settings) -> str:
+    """The signing key: from the environment, or created once in the data folder (embedded runs)."""
+    if settings.jwt_private_key_pem:
+        return settings.jwt_private_key_pem
+    path = settings.keys_dir / _PRIVATE_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:  # O_EXCL: of several processes starting at once, exactly one writes the key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+        except FileExistsError:
+            time.sleep(0.1)
+    return path.read_text()
+
+
+def _key_id(public_pem: bytes) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, public_pem.decode()).hex[:16]
+
+
+class TokenIssuer:
+    def __init__(self, private_key_pem: str, lifetime_seconds: int) -> None:
+        self._private_key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+        self._public_pem = self._private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.kid = _key_id(self._public_pem)
+        self.lifetime_seconds = lifetime_seconds
+
+    def issue(self, principal: Principal) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": principal.account_id,
+            "email": principal.email,
+            "role": principal.role,
+            "name": principal.name,
+            "iat": now,
+            "exp": now + self.lifetime_seconds,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self._private_key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": ALGORITHM})
+        return {"keys": [jwk]}
+
+
+class TokenVerifier:
+    def __init__(self, key_source: Callable[[str], Any]) -> None:
+        self._key_source = key_source
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        if settings.jwt_public_key_pem:
+            key = serialization.load_pem_public_key(settings.jwt_public_key_pem.encode())
+            return cls(lambda _token: key)
+        if settings.jwks_url:
+            client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600)
+            return cls(lambda token: client.get_signing_key_from_jwt(token).key)
+        return cls(_KeyFileSource(settings.keys_dir / _PRIVATE_KEY_FILE, settings))
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key_source(token),
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "sub", "role"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "The token has expired; ask for a new one.") from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise AuthError(401, f"The token is not valid: {exc}") from None
+        return Principal(claims["sub"], claims.get("email", ""), claims["role"], claims.get("name"))
+
+
+class _KeyFileSource:
+    """Embedded runs: the public half of the registration service's key file in the shared data folder."""
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        self.path = path
+        self.settings = settings
+        self._key = None
+
+    def __call__(self, _token: str):
+        if self._key is None:
+            private = serialization.load_pem_private_key(
+                load_private_key_pem(self.settings).encode(), password=None
+            )
+            self._key = private.public_key()
+        return self._key
+
+
+def current_principal() -> Principal | None:
+    return g.get("principal")
+
+
+def requires(*roles: str):
+    """Allow only callers whose verified token carries one of ``roles`` (401 without, 403 with another)."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise AuthError(401, "This endpoint needs a bearer token (POST /registration/api/v1/auth/token).")
+            principal = current_app.extensions["labinov_verifier"].verify(token.strip())
+            if principal.role not in roles:
+                raise AuthError(403, f"This endpoint is for: {', '.join(roles)}; you are {principal.role}.")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        apidoc = getattr(view, "_apidoc", {})
+        wrapper._apidoc = apidoc  # keep flask-smorest's documentation of the wrapped view
+        manual = apidoc.setdefault("manual_doc", {})
+        manual["security"] = [{"bearerAuth": []}]
+        manual.setdefault("description", f"Who may call: {', '.join(roles)}.")
+        return wrapper
+
+    return decorator
+
+
+def install_verifier(app, settings: Settings) -> None:
+    """Make :func:`requires` work in ``app`` and answer auth failures as problem+json."""
+    from shared.http import problem
+
+    app.extensions["labinov_verifier"] = TokenVerifier.from_settings(settings)
+
+    @app.errorhandler(AuthError)
+    def _auth_error(error: AuthError):
+        title = "Unauthorized" if error.status == 401 else "Forbidden"
+        response = problem(error.status, title, error.detail)
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="labinov"'
+        return response

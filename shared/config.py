@@ -1,0 +1,129 @@
+"""Configuration of every Labinov process, read once from the environment.
+
+Every value has an embedded default so that ``make run`` works on a fresh machine with no servers:
+SQLite files and an embedded Redis broker under the data folder. An invalid value stops the process at
+start-up with an error that names the variable, instead of failing later on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SERVICES = ("registration", "notification", "evaluation")
+
+
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket", "memory")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+class ConfigurationError(RuntimeError):
+    """A setting from the environment is unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    data_dir: Path
+    port: int
+    broker_url: str
+    broker_is_embedded: bool
+    database_url: str
+    smtp_url: str | None
+    mail_from: str
+    jwt_private_key_pem: str | None
+    jwt_public_key_pem: str | None
+    jwks_url: str | None
+    token_lifetime_seconds: int
+    max_delivery_attempts: int
+    public_url: str
+    service_ports: dict[str, int]
+
+    @property
+    def mailbox_dir(self) -> Path:
+        return self.data_dir / "mailbox"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def embedded_broker_socket(data_dir: Path) -> Path:
+    """Where the embedded Redis broker listens; every process of one data folder shares it."""
+    return data_dir.resolve() / "broker" / "redis.sock"
+
+
+def embedded_broker_url(data_dir: Path) -> str:
+    return f"redis+socket://{embedded_broker_socket(data_dir)}"
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1, maximum: int = 65535) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigurationError(f"{name}={value} must be between {minimum} and {maximum}")
+    return value
+
+
+def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    scheme = urlsplit(raw).scheme
+    if scheme not in schemes:
+        raise ConfigurationError(
+            f"{name}={raw!r} has scheme {scheme!r}; expected one of: {', '.join(schemes)}"
+        )
+    return raw
+
+
+def _pem(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    if "-----BEGIN" not in raw:
+        raise ConfigurationError(f"{name} must hold a PEM-encoded key (-----BEGIN ...)")
+    return raw
+
+
+def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
+    """Read the settings of ``service`` from ``env`` (default: ``os.environ``)."""
+    env = dict(os.environ if env is None else env)
+    if service not in SERVICES:
+        raise ConfigurationError(f"unknown service {service!r}; expected one of {SERVICES}")
+    data_dir = Path(env.get("LABINOV_DATA_DIR") or "./var").resolve()
+    port = _int(env, "LABINOV_PORT", 8000)
+
+    broker_url = _url(env, "LABINOV_BROKER_URL", BROKER_SCHEMES)
+    database_url = _url(env, f"LABINOV_{service.upper()}_DATABASE_URL", DATABASE_SCHEMES)
+    if database_url and database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    smtp_url = _url(env, "LABINOV_SMTP_URL", ("smtp", "smtps"))
+
+    return Settings(
+        service=service,
+        data_dir=data_dir,
+        port=port,
+        broker_url=broker_url or embedded_broker_url(data_dir),
+        broker_is_embedded=broker_url is None,
+        database_url=database_url or f"sqlite:///{data_dir / (service + '.sqlite3')}",
+        smtp_url=smtp_url,
+        mail_from=env.get("LABINOV_MAIL_FROM") or "Labinov <noreply@labinov.local>",
+        jwt_private_key_pem=_pem(env, "LABINOV_JWT_PRIVATE_KEY"),
+        jwt_public_key_pem=_pem(env, "LABINOV_JWT_PUBLIC_KEY"),
+        jwks_url=_url(env, "LABINOV_JWKS_URL", ("http", "https")),
+        token_lifetime_seconds=_int(env, "LABINOV_TOKEN_LIFETIME_SECONDS", 3600, 60, 7 * 24 * 3600),
+        max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),
+        service_ports={
+            name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index)
+            for index, name in enumerate(SERVICES)
+        },
+        public_url=(env.get("LABINOV_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+    )

@@ -1,0 +1,134 @@
+"""Database access shared by the services: engines, the unit of work, and migrations.
+
+Every service has its own database (SQLite file by default, PostgreSQL in production) and reaches it only
+through the helpers here, so that both engines behave alike where correctness depends on it:
+
+* **SQLite** serialises writers. Each transaction starts with ``BEGIN IMMEDIATE`` (the recipe from the
+  SQLAlchemy docs for pysqlite), so a read-then-write transaction such as "count seats, then insert" holds
+  the write lock from its first statement and two of them can never interleave. WAL mode lets readers go on
+  meanwhile; ``busy_timeout`` makes a waiting writer queue rather than fail.
+* **PostgreSQL** runs READ COMMITTED; a domain operation that needs mutual exclusion says so explicitly
+  with ``SELECT ... FOR UPDATE`` on the row that guards the invariant (documented where it is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event, insert, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.events import make_event
+from shared.observability import current_correlation_id
+
+
+def create_database_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with the settings Labinov relies on (see the module docstring)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every SQLite test
+            dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 5)
+    return create_engine(url, **kwargs)
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+class UnitOfWork:
+    """One database transaction and the events it causes, committed together or not at all.
+
+    ``with uow:`` opens a session; :meth:`publish` validates an event against the catalogue and adds its
+    outbox row to the same transaction; :meth:`commit` commits both. Leaving the block without committing
+    rolls everything back — a state change without its events (or the reverse) can never be written.
+    """
+
+    def __init__(self, session_factory: sessionmaker, outbox: Table, source: str) -> None:
+        self._session_factory = session_factory
+        self._outbox = outbox
+        self.source = source
+        self.session: Session | None = None
+        self.published: list[dict[str, Any]] = []
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._session_factory()
+        self.published = []
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        assert self.session is not None
+        # close() rolls back whatever was not committed; unlike rollback() it keeps the loaded state of
+        # committed objects readable, so a view can render what the operation returned.
+        self.session.close()
+
+    def publish(self, event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
+        """Add event ``event_type`` to this transaction's outbox; it reaches the broker after commit."""
+        from shared.messaging.topology import EVENTS_EXCHANGE
+
+        envelope = make_event(
+            event_type,
+            data,
+            source=self.source,
+            correlation_id=current_correlation_id(),
+            subject=subject,
+        )
+        self.enqueue(envelope, exchange=EVENTS_EXCHANGE.name, routing_key=event_type)
+        return envelope
+
+    def enqueue(
+        self,
+        envelope: dict[str, Any],
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: dict[str, Any] | None = None,
+        not_before=None,
+    ) -> None:
+        """Write a raw outbox row (events, retries and dead letters all leave through the outbox)."""
+        from shared.messaging.outbox import outbox_row
+
+        assert self.session is not None, "use the unit of work inside a with-block"
+        self.session.execute(
+            insert(self._outbox).values(
+                **outbox_row(envelope, exchange, routing_key, headers or {}, not_before)
+            )
+        )
+        self.published.append(envelope)
+
+    def commit(self) -> None:
+        assert self.session is not None
+        self.session.commit()
+
+    def flush(self) -> None:
+        assert self.session is not None
+        self.session.flush()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def ping(engine: Engine) -> None:
+    """Raise if the database does not answer; used by the readiness check."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

@@ -1,0 +1,166 @@
+"""The event catalogue: the CloudEvents 1.0 envelope and one versioned schema per event type.
+
+This module is the single home of what every event looks like. Publishing validates ``data`` against the
+schema of its type (a bug in a producer fails loudly, inside the producer's transaction, so nothing is
+written); consuming validates the whole envelope again (a message that does not fit is dead-lettered, never
+half-handled). A schema change that breaks consumers gets a new ``dataversion`` rather than an edit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+SPECVERSION = "1.0"
+DATACONTENTTYPE = "application/json"
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a well-formed event of a known type and version."""
+
+
+# --- data schemas, one per event type and version -------------------------------------------------------
+
+
+class SessionDataV1(Schema):
+    session_id = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
+    title = fields.Str(required=True)
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+    location = fields.Str(required=True)
+    capacity = fields.Int(required=True, validate=validate.Range(min=1))
+
+
+class RegistrationDataV1(Schema):
+    """A participant's registration for a session: who, for what, and where they stand."""
+
+    registration_id = fields.Str(required=True)
+    session_id = fields.Str(required=True)
+    session_title = fields.Str(required=True)
+    session_starts_at = fields.AwareDateTime(required=True)
+    session_location = fields.Str(required=True)
+    status = fields.Str(required=True, validate=validate.OneOf(["confirmed", "waitlisted", "cancelled"]))
+    name = fields.Str(required=True)
+    nip = fields.Str(required=True, validate=validate.Regexp(r"^\d{18}$"))
+    email = fields.Email(required=True)
+    phone = fields.Str(required=True)
+    opd = fields.Str(required=True)
+    position = fields.Str(allow_none=True, load_default=None)
+    language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
+
+
+class NotificationDataV1(Schema):
+    delivery_id = fields.Str(required=True)
+    channel = fields.Str(required=True)
+    recipient = fields.Str(required=True)
+    template = fields.Str(required=True)
+    caused_by = fields.Str(allow_none=True, load_default=None)
+    error = fields.Str(allow_none=True, load_default=None)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    version: str
+    schema: type[Schema]
+    description: str
+
+
+CATALOGUE: dict[str, EventType] = {
+    e.name: e
+    for e in [
+        EventType("session.created", "1", SessionDataV1, "An organiser opened a new lab session."),
+        EventType("registration.confirmed", "1", RegistrationDataV1, "A participant holds a seat."),
+        EventType(
+            "registration.waitlisted", "1", RegistrationDataV1, "The session was full: on the waiting list."
+        ),
+        EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
+        EventType("notification.failed", "1", NotificationDataV1, "A message could not be delivered."),
+    ]
+}
+
+
+class EnvelopeSchema(Schema):
+    """CloudEvents 1.0, structured JSON mode, with Labinov's two extension attributes."""
+
+    specversion = fields.Str(required=True, validate=validate.Equal(SPECVERSION))
+    id = fields.UUID(required=True)
+    source = fields.Str(required=True, validate=validate.Regexp(r"^/[a-z-]+$"))
+    type = fields.Str(required=True, validate=validate.OneOf(sorted(CATALOGUE)))
+    time = fields.AwareDateTime(required=True)
+    subject = fields.Str(allow_none=True, load_default=None)
+    datacontenttype = fields.Str(load_default=DATACONTENTTYPE, validate=validate.Equal(DATACONTENTTYPE))
+    dataversion = fields.Str(required=True)
+    correlationid = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    data = fields.Dict(required=True)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated event as consumers see it: envelope attributes plus loaded ``data``."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    subject: str | None
+    dataversion: str
+    correlationid: str
+    data: dict[str, Any]
+
+
+def make_event(
+    type: str, data: dict[str, Any], *, source: str, correlation_id: str, subject: str | None = None
+) -> dict[str, Any]:
+    """Build the JSON envelope of a new event, validating ``data`` against the catalogue."""
+    event_type = CATALOGUE.get(type)
+    if event_type is None:
+        raise InvalidEvent(f"unknown event type {type!r}; add it to shared/events.py")
+    schema = event_type.schema()
+    errors = schema.validate(schema.dump(data))
+    if errors:
+        raise InvalidEvent(f"{type} v{event_type.version} data does not fit its schema: {errors}")
+    return {
+        "specversion": SPECVERSION,
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": type,
+        "time": datetime.now(UTC).isoformat(),
+        "subject": subject,
+        "datacontenttype": DATACONTENTTYPE,
+        "dataversion": event_type.version,
+        "correlationid": correlation_id,
+        "data": schema.dump(data),
+    }
+
+
+def parse_event(body: Any) -> Event:
+    """Validate a received envelope and its ``data``; raise :class:`InvalidEvent` if anything is off."""
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"an event is a JSON object, got {type(body).__name__}")
+    try:
+        envelope = EnvelopeSchema().load(body, unknown="exclude")
+    except ValidationError as exc:
+        raise InvalidEvent(f"envelope: {exc.messages}") from None
+    event_type = CATALOGUE[envelope["type"]]
+    if envelope["dataversion"] != event_type.version:
+        raise InvalidEvent(f"{event_type.name} dataversion {envelope['dataversion']!r} is not supported")
+    try:
+        data = event_type.schema().load(envelope["data"], unknown="exclude")
+    except ValidationError as exc:
+        raise InvalidEvent(f"{event_type.name} data: {exc.messages}") from None
+    return Event(
+        id=str(envelope["id"]),
+        type=envelope["type"],
+        source=envelope["source"],
+        time=envelope["time"],
+        subject=envelope["subject"],
+        dataversion=envelope["dataversion"],
+        correlationid=envelope["correlationid"],
+        data=data,
+    )

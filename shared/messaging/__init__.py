@@ -1,0 +1,1 @@
+"""Messaging: the broker topology, the transactional outbox and its relay, and idempotent consumers."""

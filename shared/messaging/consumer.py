@@ -1,0 +1,216 @@
+"""Idempotent event consumers with delayed retry and a dead-letter queue.
+
+For every message on the service's queue:
+
+1. The envelope and ``data`` are validated against the catalogue. A message that does not fit goes to the
+   service's dead-letter queue at once: retrying cannot make it fit.
+2. In **one** transaction the handler runs and ``(consumer, event id)`` is written to the ``inbox``. If the
+   inbox already holds the event (a redelivery, or a relay that published twice) nothing happens. Two
+   workers racing on the same event collide on the inbox primary key; the loser rolls back its effects.
+3. Only after that commit is the message acknowledged. A worker that dies before the ack has committed
+   either everything or nothing; the broker redelivers and step 2 makes the second delivery harmless.
+4. A handler that raises is retried later: a copy of the message with ``x-labinov-attempt`` + 1 is written
+   to the service's own outbox with a "not before" time (exponential backoff), and the original is acked.
+   After ``max_attempts`` the copy goes to the dead-letter queue instead, with the last error attached.
+   The retry and dead-letter rows leave through the outbox, so they are never lost either.
+
+Handlers are plain functions ``handler(uow, event)`` that call domain operations; they only touch their
+own service's database (side effects such as sending mail are themselves outbox-like rows, sent later).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from kombu import Connection
+from kombu.mixins import ConsumerMixin
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.clock import utcnow
+from shared.db import UnitOfWork
+from shared.events import Event, InvalidEvent, parse_event
+from shared.messaging.broker import connect
+from shared.messaging.topology import (
+    DEAD_EXCHANGE,
+    RETRY_EXCHANGE,
+    declare_topology,
+    events_queue,
+    events_queue_name,
+)
+from shared.observability import (
+    MESSAGES_CONSUMED,
+    new_correlation_id,
+    reset_correlation_id,
+    set_correlation_id,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Event], None]
+
+ATTEMPT_HEADER = "x-labinov-attempt"
+ERROR_HEADER = "x-labinov-error"
+PREFETCH_COUNT = 10
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Backoff before attempt number ``attempt`` (2, 3, ...): 1 s, 4 s, 16 s, ... capped at 10 minutes."""
+    return timedelta(seconds=min(4 ** (attempt - 2), 600))
+
+
+class EventProcessor:
+    """What happens to one message, independent of how it arrived (testable without a broker)."""
+
+    def __init__(
+        self,
+        service: str,
+        handlers: Mapping[str, Handler],
+        unit_of_work: Callable[[], UnitOfWork],
+        inbox: Table,
+        max_attempts: int,
+    ) -> None:
+        self.service = service
+        self.handlers = dict(handlers)
+        self.unit_of_work = unit_of_work
+        self.inbox = inbox
+        self.max_attempts = max_attempts
+
+    def process(self, body: Any, headers: Mapping[str, Any] | None) -> str:
+        """Handle one message; returns the outcome: handled, duplicate, retried or dead.
+
+        Raises only if the service's own database cannot be written — then the message must not be acked.
+        """
+        headers = dict(headers or {})
+        attempt = int(headers.get(ATTEMPT_HEADER, 1))
+        try:
+            event = parse_event(body)
+        except InvalidEvent as exc:
+            log.error("dead-lettering a message that does not fit the catalogue: %s", exc)
+            self._forward(body, DEAD_EXCHANGE.name, self.service, attempt, str(exc))
+            return self._count("invalid", "dead")
+        token = set_correlation_id(event.correlationid)
+        try:
+            handler = self.handlers.get(event.type)
+            if handler is None:
+                self._forward(body, DEAD_EXCHANGE.name, self.service, attempt, f"no handler for {event.type}")
+                return self._count(event.type, "dead")
+            try:
+                outcome = self._handle_once(handler, event)
+            except Exception as exc:
+                return self._handle_failure(body, event, attempt, exc)
+            return self._count(event.type, outcome)
+        finally:
+            reset_correlation_id(token)
+
+    def _handle_once(self, handler: Handler, event: Event) -> str:
+        try:
+            with self.unit_of_work() as uow:
+                if self._already_handled(uow, event.id):
+                    return "duplicate"
+                handler(uow, event)
+                uow.session.execute(
+                    insert(self.inbox).values(
+                        consumer=self.service, event_id=event.id, event_type=event.type, handled_at=utcnow()
+                    )
+                )
+                uow.commit()
+                return "handled"
+        except IntegrityError:
+            with self.unit_of_work() as uow:
+                if self._already_handled(uow, event.id):  # a concurrent worker handled it first
+                    return "duplicate"
+            raise
+
+    def _already_handled(self, uow: UnitOfWork, event_id: str) -> bool:
+        i = self.inbox.c
+        return (
+            uow.session.execute(
+                select(i.event_id).where(i.consumer == self.service, i.event_id == event_id)
+            ).first()
+            is not None
+        )
+
+    def _handle_failure(self, body: Any, event: Event, attempt: int, exc: Exception) -> str:
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt >= self.max_attempts:
+            log.error("%s %s failed %d times, dead-lettering: %s", event.type, event.id, attempt, error)
+            self._forward(body, DEAD_EXCHANGE.name, self.service, attempt, error)
+            return self._count(event.type, "dead")
+        delay = retry_delay(attempt + 1)
+        log.warning(
+            "%s %s failed (attempt %d of %d), retrying in %s: %s",
+            event.type, event.id, attempt, self.max_attempts, delay, error, exc_info=exc,
+        )
+        self._forward(
+            body, RETRY_EXCHANGE.name, events_queue_name(self.service), attempt + 1, error, utcnow() + delay
+        )
+        return self._count(event.type, "retried")
+
+    def _forward(self, body, exchange, routing_key, attempt, error, not_before=None) -> None:
+        with self.unit_of_work() as uow:
+            uow.enqueue(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers={ATTEMPT_HEADER: attempt, ERROR_HEADER: error[:1000]},
+                not_before=not_before,
+            )
+            uow.commit()
+
+    def _count(self, event_type: str, outcome: str) -> str:
+        MESSAGES_CONSUMED.labels(self.service, event_type, outcome).inc()
+        return outcome
+
+
+class _QueueConsumer(ConsumerMixin):
+    def __init__(self, connection: Connection, processor: EventProcessor, stop: threading.Event) -> None:
+        self.connection = connection
+        self.processor = processor
+        self.stop = stop
+
+    @property
+    def should_stop(self) -> bool:  # ConsumerMixin polls this between drains
+        return self.stop.is_set()
+
+    def get_consumers(self, Consumer, channel):
+        declare_topology(self.connection)
+        return [
+            Consumer(
+                queues=[events_queue(self.processor.service, self.connection)],
+                callbacks=[self.on_message],
+                accept=["json"],
+                prefetch_count=PREFETCH_COUNT,
+                on_decode_error=self.on_decode_error,
+            )
+        ]
+
+    def on_message(self, body: Any, message) -> None:
+        try:
+            self.processor.process(body, message.headers)
+        except Exception:  # our own database is away: leave the message to the broker, try again later
+            log.exception("could not record the outcome of a message; it will be redelivered")
+            message.requeue()
+            time.sleep(1)
+            return
+        message.ack()
+
+    def on_decode_error(self, message, exc: Exception) -> None:
+        token = set_correlation_id(new_correlation_id())
+        try:
+            self.processor.process({"undecodable": message.body if isinstance(message.body, str) else
+                                    repr(message.body)[:10000], "error": str(exc)}, message.headers)
+            message.ack()
+        finally:
+            reset_correlation_id(token)
+
+
+def consume_events(broker_url: str, processor: EventProcessor, stop: threading.Event) -> None:
+    """Consume the service's queue until ``stop`` is set; reconnects by itself if the broker goes away."""
+    with connect(broker_url) as connection:
+        _QueueConsumer(connection, processor, stop).run()
