@@ -54,6 +54,7 @@ def web_command(service: str, port: int, workers: int = 2) -> list[str]:
         sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
         "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", "4",
         "--graceful-timeout", "10", "--access-logfile", "-", "--name", f"labinov-{service}",
+        "--no-control-socket",
     ]
 
 
@@ -73,7 +74,7 @@ def gateway() -> None:
     os.execv(
         sys.executable,
         [sys.executable, "-m", "gunicorn", "services.gateway:app", "--bind", f"0.0.0.0:{port}",
-         "--workers", "1", "--threads", "16", "--name", "labinov-gateway"],
+         "--workers", "1", "--threads", "16", "--name", "labinov-gateway", "--no-control-socket"],
     )
 
 

@@ -13,14 +13,19 @@ through the helpers here, so that both engines behave alike where correctness de
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, insert, text
+from sqlalchemy import Engine, Table, create_engine, event, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.clock import utcnow
 from shared.events import make_event
+from shared.messaging.tables import outbox_row
+from shared.messaging.topology import EVENTS_EXCHANGE
 from shared.observability import current_correlation_id
 
 
@@ -84,8 +89,6 @@ class UnitOfWork:
 
     def publish(self, event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
         """Add event ``event_type`` to this transaction's outbox; it reaches the broker after commit."""
-        from shared.messaging.topology import EVENTS_EXCHANGE
-
         envelope = make_event(
             event_type,
             data,
@@ -106,8 +109,6 @@ class UnitOfWork:
         not_before=None,
     ) -> None:
         """Write a raw outbox row (events, retries and dead letters all leave through the outbox)."""
-        from shared.messaging.outbox import outbox_row
-
         assert self.session is not None, "use the unit of work inside a with-block"
         self.session.execute(
             insert(self._outbox).values(
@@ -126,6 +127,38 @@ class UnitOfWork:
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def claim_due_rows(
+    engine: Engine, table: Table, due: tuple, batch_size: int, lease: timedelta
+) -> tuple[str, list[Any]]:
+    """Claim up to ``batch_size`` rows of ``table`` matching ``due`` for one worker, for ``lease``.
+
+    The table needs ``id``, ``claim_token`` and ``claimed_until`` columns. Used by every "work queue in a
+    table" (the outbox relay, the mail sender) so that several workers can share one table safely:
+
+    ``UPDATE t SET claim_token=:t, claimed_until=now+lease WHERE id IN (due ids) AND <due> AND <unclaimed>``.
+    On PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED``: concurrent workers take disjoint rows
+    without waiting, and the outer ``WHERE`` is re-checked on the locked row version, so a row claimed
+    meanwhile is never claimed twice. On SQLite the statement runs under the database write lock.
+    A worker that dies holding a claim only delays its rows until the lease expires.
+    Returns the claim token (to guard later updates) and the claimed rows in id order.
+    """
+    now = utcnow()
+    token = uuid.uuid4().hex
+    c = table.c
+    conditions = (*due, or_(c.claimed_until.is_(None), c.claimed_until < now))
+    due_ids = select(c.id).where(*conditions).order_by(c.id).limit(batch_size)
+    if is_postgresql(engine):
+        due_ids = due_ids.with_for_update(skip_locked=True)
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(c.id.in_(due_ids.scalar_subquery()), *conditions)
+            .values(claim_token=token, claimed_until=now + lease)
+        )
+        rows = connection.execute(select(table).where(c.claim_token == token).order_by(c.id)).all()
+    return token, rows
 
 
 def ping(engine: Engine) -> None:

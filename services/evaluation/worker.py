@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.worker import run_worker
 from services.evaluation.bootstrap import bootstrap
 from services.evaluation.handlers import HANDLERS
+from shared.worker import run_worker
 
 
 def main() -> None:

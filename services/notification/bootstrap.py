@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.notification.tables import Base
 from shared.config import Settings
 from shared.runtime import ServiceRuntime, build_runtime
-from services.notification.tables import Base
 
 NAME = "notification"
 

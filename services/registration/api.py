@@ -12,8 +12,6 @@ from __future__ import annotations
 from flask import current_app
 from flask_smorest import Blueprint
 
-from shared.auth import current_principal, requires
-from shared.http import runtime_of
 from services.registration import domain
 from services.registration.schemas import (
     ParticipantSchema,
@@ -23,6 +21,8 @@ from services.registration.schemas import (
     TokenRequestSchema,
     TokenSchema,
 )
+from shared.auth import current_principal, requires
+from shared.http import runtime_of
 
 blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
 

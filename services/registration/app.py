@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from shared.auth import TokenIssuer, install_verifier, load_private_key_pem
-from shared.http import create_service_app
-from shared.runtime import ServiceRuntime
 from services.registration.api import blp
 from services.registration.bootstrap import bootstrap
 from services.registration.pages import pages
+from shared.auth import TokenIssuer, install_verifier, load_private_key_pem
+from shared.http import create_service_app
+from shared.runtime import ServiceRuntime
 
 
 def create_app(runtime: ServiceRuntime | None = None) -> Flask:

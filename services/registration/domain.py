@@ -26,10 +26,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from services.registration.tables import Account, LabSession, Registration
 from shared.auth import ROLES, Principal
 from shared.db import UnitOfWork
 from shared.errors import Conflict, NotFound, RuleViolation
-from services.registration.tables import Account, LabSession, Registration
 
 _password_hasher = PasswordHasher()
 

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, render_template
 
-from shared.http import runtime_of
 from services.registration import domain
+from shared.http import runtime_of
 
 pages = Blueprint("registration_pages", __name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.worker import run_worker
 from services.registration.bootstrap import bootstrap
 from services.registration.handlers import HANDLERS
+from shared.worker import run_worker
 
 
 def main() -> None:

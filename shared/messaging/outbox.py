@@ -5,11 +5,8 @@ transaction as the state change. The relay (one thread in each worker process) p
 
 Concurrency design — several relays of one service may run at once (scaled-out workers):
 
-1. **Claim.** A relay claims up to ``batch_size`` due rows in one short transaction:
-   ``UPDATE outbox SET claim_token=:t, claimed_until=now+lease WHERE id IN (due rows) AND <still due>``.
-   On PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED``, so concurrent relays take disjoint rows
-   without waiting; the outer ``WHERE`` is re-checked on the locked row version, so a row claimed meanwhile
-   is never claimed twice. On SQLite the whole statement runs under the database write lock.
+1. **Claim** up to ``batch_size`` due rows with a lease (:func:`shared.db.claim_due_rows`: ``FOR UPDATE
+   SKIP LOCKED`` on PostgreSQL, the write lock on SQLite), so concurrent relays take disjoint rows.
 2. **Publish** the claimed rows in id order, each with publisher confirms (RabbitMQ) or a synchronous
    push (Redis). Only then **mark** them ``sent_at``, still guarded by the claim token.
 3. A relay that dies between publish and mark leaves rows whose lease expires; another relay publishes them
@@ -25,14 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from kombu import Connection
-from sqlalchemy import Engine, Table, func, or_, select, update
+from sqlalchemy import Engine, Table, func, select, update
 
 from shared.clock import utcnow
+from shared.db import claim_due_rows
 from shared.messaging.broker import connect
 from shared.messaging.topology import EXCHANGES, declare_topology
 from shared.observability import MESSAGES_PUBLISHED
@@ -40,29 +37,6 @@ from shared.observability import MESSAGES_PUBLISHED
 log = logging.getLogger(__name__)
 
 CLAIM_LEASE = timedelta(seconds=30)
-
-
-def outbox_row(
-    envelope: Any,
-    exchange: str,
-    routing_key: str,
-    headers: dict[str, Any],
-    not_before: datetime | None,
-) -> dict[str, Any]:
-    """The column values of one outbox row carrying ``envelope``."""
-    now = utcnow()
-    is_event = isinstance(envelope, dict)
-    return {
-        "event_id": str(envelope.get("id")) if is_event and envelope.get("id") else str(uuid.uuid4()),
-        "event_type": str(envelope.get("type"))[:120] if is_event else "unparseable",
-        "exchange": exchange,
-        "routing_key": routing_key,
-        "payload": json.dumps(envelope),
-        "headers": json.dumps(headers),
-        "created_at": now,
-        "not_before": not_before or now,
-        "publish_attempts": 0,
-    }
 
 
 class OutboxRelay:
@@ -84,34 +58,12 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
 
-    # -- claiming ----------------------------------------------------------------------------------------
-
-    def _due(self, now: datetime):
-        o = self.outbox.c
-        return (
-            o.sent_at.is_(None),
-            o.not_before <= now,
-            or_(o.claimed_until.is_(None), o.claimed_until < now),
-        )
-
     def claim_batch(self) -> tuple[str, list[Any]]:
-        """Claim due rows for this relay; returns the claim token and the rows in id order."""
-        now = utcnow()
-        token = uuid.uuid4().hex
+        """Claim due rows for this relay (see :func:`shared.db.claim_due_rows` for the locking)."""
         o = self.outbox.c
-        due_ids = select(o.id).where(*self._due(now)).order_by(o.id).limit(self.batch_size)
-        if self.engine.dialect.name == "postgresql":
-            due_ids = due_ids.with_for_update(skip_locked=True)
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(self.outbox)
-                .where(o.id.in_(due_ids.scalar_subquery()), *self._due(now))
-                .values(claim_token=token, claimed_until=now + CLAIM_LEASE)
-            )
-            rows = connection.execute(
-                select(self.outbox).where(o.claim_token == token, o.sent_at.is_(None)).order_by(o.id)
-            ).all()
-        return token, rows
+        return claim_due_rows(
+            self.engine, self.outbox, (o.sent_at.is_(None), o.not_before <= utcnow()), self.batch_size, CLAIM_LEASE
+        )
 
     def _mark_sent(self, token: str, ids: list[int]) -> None:
         if not ids:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -14,6 +19,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from shared.clock import utcnow
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _OutboxId = BigInteger().with_variant(Integer(), "sqlite")
@@ -53,3 +60,26 @@ def define_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
     )
     return outbox, inbox
+
+
+def outbox_row(
+    envelope: Any,
+    exchange: str,
+    routing_key: str,
+    headers: dict[str, Any],
+    not_before: datetime | None,
+) -> dict[str, Any]:
+    """The column values of one outbox row carrying ``envelope``."""
+    now = utcnow()
+    is_event = isinstance(envelope, dict)
+    return {
+        "event_id": str(envelope.get("id")) if is_event and envelope.get("id") else str(uuid.uuid4()),
+        "event_type": str(envelope.get("type"))[:120] if is_event else "unparseable",
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "payload": json.dumps(envelope),
+        "headers": json.dumps(headers),
+        "created_at": now,
+        "not_before": not_before or now,
+        "publish_attempts": 0,
+    }

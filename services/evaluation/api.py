@@ -1,0 +1,26 @@
+"""The evaluation JSON API (``/evaluation/api/v1``).
+
+Who may call what:
+- ``GET /participants`` — organisers (the programme's participants as this service knows them).
+"""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from shared.auth import requires
+from shared.http import runtime_of
+from services.evaluation import domain
+from services.evaluation.schemas import ParticipantQuerySchema, ParticipantSchema
+
+blp = Blueprint("evaluation_api", __name__, description="Proposals, rounds and scores")
+
+
+@blp.get("/participants")
+@blp.arguments(ParticipantQuerySchema, location="query")
+@blp.response(200, ParticipantSchema(many=True))
+@requires("organiser")
+def list_participants(query):
+    """Confirmed participants, by agency (OPD) and name."""
+    with runtime_of().unit_of_work() as uow:
+        return domain.list_participants(uow, query["opd"], query["limit"], query["offset"])

@@ -1,0 +1,18 @@
+"""Evaluation pages for people. ``/evaluation/`` — a public overview (counts only, no personal data)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from sqlalchemy import func, select
+
+from shared.http import runtime_of
+from services.evaluation.tables import Participant
+
+pages = Blueprint("evaluation_pages", __name__)
+
+
+@pages.get("/")
+def home():
+    with runtime_of().unit_of_work() as uow:
+        count = uow.session.scalar(select(func.count()).select_from(Participant))
+    return render_template("evaluation/home.html", participant_count=count)

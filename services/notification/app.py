@@ -1,0 +1,26 @@
+"""The notification service's Flask app factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from shared.auth import install_verifier
+from shared.http import create_service_app
+from shared.runtime import ServiceRuntime
+from services.notification.api import blp
+from services.notification.bootstrap import bootstrap
+from services.notification.pages import pages
+
+
+def create_app(runtime: ServiceRuntime | None = None) -> Flask:
+    runtime = runtime or bootstrap()
+    app = create_service_app(
+        runtime,
+        __name__,
+        api_title="Labinov notification",
+        api_blueprints=[blp],
+        page_blueprints=[pages],
+        description="What participants, teams and evaluators hear from the programme, and whether it arrived.",
+    )
+    install_verifier(app, runtime.settings)
+    return app

@@ -1,0 +1,62 @@
+"""Where mail goes: a real SMTP server (``LABINOV_SMTP_URL``) or, on a local run, a Maildir under the data
+folder that the notification service's mailbox page lists. Both take a standard ``EmailMessage``."""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+
+class MailTransport(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpTransport:
+    """``smtp://[user:password@]host:port`` (STARTTLS when the server offers it) or ``smtps://``."""
+
+    def __init__(self, url: str, timeout: float = 15) -> None:
+        parts = urlsplit(url)
+        self.secure = parts.scheme == "smtps"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (465 if self.secure else 25)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.timeout = timeout
+
+    def send(self, message: EmailMessage) -> None:
+        client_class = smtplib.SMTP_SSL if self.secure else smtplib.SMTP
+        with client_class(self.host, self.port, timeout=self.timeout) as client:
+            if not self.secure:
+                client.ehlo()
+                if client.has_extn("starttls"):
+                    client.starttls()
+            if self.username:
+                client.login(self.username, self.password or "")
+            client.send_message(message)
+
+
+class MaildirTransport:
+    """A local Maildir: what ``make run`` uses when no SMTP server is configured."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def send(self, message: EmailMessage) -> None:
+        for folder in ("tmp", "new", "cur"):  # Maildir(create=True) skips these when the folder exists
+            (self.path / folder).mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(self.path, create=False).add(message)
+
+    def messages(self, limit: int = 100) -> list[mailbox.MaildirMessage]:
+        if not self.path.exists():
+            return []
+        box = mailbox.Maildir(self.path, create=False)
+        items = sorted(box.itervalues(), key=lambda m: m.get_date(), reverse=True)
+        return items[:limit]
+
+
+def transport_for(smtp_url: str | None, mailbox_dir: Path) -> MailTransport:
+    return SmtpTransport(smtp_url) if smtp_url else MaildirTransport(mailbox_dir)

@@ -1,0 +1,32 @@
+"""Notification pages for people.
+
+``/notification/mailbox`` — the development mailbox: exists only while ``LABINOV_SMTP_URL`` is unset (a
+local ``make run``), where it lists the mail the suite sent; with a real mail server it answers 404.
+"""
+
+from __future__ import annotations
+
+from email import policy
+
+from flask import Blueprint, abort, render_template
+
+from shared.http import runtime_of
+from services.notification.mail import MaildirTransport
+
+pages = Blueprint("notification_pages", __name__)
+
+
+@pages.get("/mailbox")
+def mailbox():
+    settings = runtime_of().settings
+    if settings.smtp_url:
+        abort(404)
+    messages = MaildirTransport(settings.mailbox_dir).messages()
+    parsed = [_as_email(m) for m in messages]
+    return render_template("notification/mailbox.html", messages=parsed)
+
+
+def _as_email(message):
+    from email import message_from_bytes
+
+    return message_from_bytes(message.as_bytes(), policy=policy.default)
