@@ -19,6 +19,32 @@ BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket", 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
+#: Every variable Labinov reads, with what it means. The README's table and the docker-compose check in
+#: the tests are held against this list.
+ENVIRONMENT_VARIABLES: dict[str, str] = {
+    "LABINOV_PORT": "the one address of the suite (gateway); default 8000",
+    "LABINOV_REGISTRATION_PORT": "registration's own port; default LABINOV_PORT+1",
+    "LABINOV_NOTIFICATION_PORT": "notification's own port; default LABINOV_PORT+2",
+    "LABINOV_EVALUATION_PORT": "evaluation's own port; default LABINOV_PORT+3",
+    "LABINOV_DATA_DIR": "SQLite files, embedded broker, keys, local mailbox; default ./var",
+    "LABINOV_BROKER_URL": "amqp://... (RabbitMQ), redis://..., memory://; unset = embedded Redis",
+    "LABINOV_REGISTRATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
+    "LABINOV_NOTIFICATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
+    "LABINOV_EVALUATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
+    "LABINOV_SMTP_URL": "smtp://[user:pass@]host:port or smtps://...; unset = local mailbox",
+    "LABINOV_MAIL_FROM": "sender of outgoing mail",
+    "LABINOV_SECRET_KEY": "signs form sessions and CSRF tokens; unset = random per process",
+    "LABINOV_JWT_PRIVATE_KEY": "PEM Ed25519 key that signs tokens (registration); unset = generated in data folder",
+    "LABINOV_JWT_PUBLIC_KEY": "PEM public key that verifies tokens (other services)",
+    "LABINOV_JWKS_URL": "where to fetch the verifying keys instead (registration's /auth/jwks.json)",
+    "LABINOV_TOKEN_LIFETIME_SECONDS": "how long a token is valid; default 3600",
+    "LABINOV_MAX_DELIVERY_ATTEMPTS": "handler attempts before a message is dead-lettered; default 5",
+    "LABINOV_PUBLIC_URL": "the address people open (links in mail); default http://127.0.0.1:LABINOV_PORT",
+    "LABINOV_LOG_LEVEL": "DEBUG, INFO, WARNING...; default INFO",
+    "PROMETHEUS_MULTIPROC_DIR": "a folder shared by a service's web and worker processes for metrics",
+}
+
+
 class ConfigurationError(RuntimeError):
     """A setting from the environment is unusable; the message names the variable."""
 
@@ -39,6 +65,7 @@ class Settings:
     token_lifetime_seconds: int
     max_delivery_attempts: int
     public_url: str
+    secret_key: str | None
     service_ports: dict[str, int]
 
     @property
@@ -121,6 +148,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         jwks_url=_url(env, "LABINOV_JWKS_URL", ("http", "https")),
         token_lifetime_seconds=_int(env, "LABINOV_TOKEN_LIFETIME_SECONDS", 3600, 60, 7 * 24 * 3600),
         max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),
+        secret_key=env.get("LABINOV_SECRET_KEY") or None,
         service_ports={
             name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index)
             for index, name in enumerate(SERVICES)

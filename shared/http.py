@@ -119,7 +119,7 @@ def create_service_app(
     )
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        SECRET_KEY=os.environ.get("LABINOV_SECRET_KEY") or os.urandom(32),
+        SECRET_KEY=runtime.settings.secret_key or os.urandom(32),
         API_TITLE=api_title,
         API_VERSION="v1",
         OPENAPI_VERSION="3.1.0",
