@@ -112,7 +112,7 @@ def run() -> None:
     from honcho.printer import Printer
 
     from shared.auth import load_private_key_pem
-    from shared.messaging.broker import embedded_redis_command
+    from shared.messaging.broker import start_embedded_broker
     from shared.migrations import upgrade
 
     try:
@@ -127,11 +127,8 @@ def run() -> None:
 
     manager = Manager(Printer(sys.stdout))
     base_env = {**os.environ, "LABINOV_DATA_DIR": str(first.data_dir), "PYTHONUNBUFFERED": "1"}
-    if first.broker_is_embedded:
-        socket_path = embedded_broker_socket(first.data_dir)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        socket_path.unlink(missing_ok=True)
-        manager.add_process("broker", shlex.join(embedded_redis_command(socket_path)), env=base_env)
+    # The embedded broker starts first and stops last, so no worker sees it vanish while shutting down.
+    broker = start_embedded_broker(embedded_broker_socket(first.data_dir)) if first.broker_is_embedded else None
     for name in SERVICES:
         metrics_dir = first.data_dir / "metrics" / name
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -148,8 +145,14 @@ def run() -> None:
         f"  data: {first.data_dir}   broker: {'embedded Redis' if first.broker_is_embedded else first.broker_url}\n",
         fg="green", bold=True,
     )
-    manager.loop()
-    sys.exit(manager.returncode)
+    try:
+        manager.loop()
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(15)
+    # 130 is honcho's answer to Ctrl-C: stopping on request is a clean stop.
+    sys.exit(0 if manager.returncode in (None, 130) else manager.returncode)
 
 
 if __name__ == "__main__":
