@@ -8,6 +8,7 @@ half-handled). A schema change that breaks consumers gets a new ``dataversion`` 
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,9 +123,11 @@ def make_event(
     if event_type is None:
         raise InvalidEvent(f"unknown event type {type!r}; add it to shared/events.py")
     schema = event_type.schema()
-    errors = schema.validate(schema.dump(data))
-    if errors:
-        raise InvalidEvent(f"{type} v{event_type.version} data does not fit its schema: {errors}")
+    as_json = json.loads(json.dumps(data, default=_json_default))
+    try:
+        loaded = schema.load(as_json)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{type} v{event_type.version} data does not fit its schema: {exc.messages}") from None
     return {
         "specversion": SPECVERSION,
         "id": str(uuid.uuid4()),
@@ -135,8 +138,14 @@ def make_event(
         "datacontenttype": DATACONTENTTYPE,
         "dataversion": event_type.version,
         "correlationid": correlation_id,
-        "data": schema.dump(data),
+        "data": schema.dump(loaded),
     }
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{value!r} is not JSON serialisable")
 
 
 def parse_event(body: Any) -> Event:

@@ -104,6 +104,7 @@ class EventProcessor:
                 outcome = self._handle_once(handler, event)
             except Exception as exc:
                 return self._handle_failure(body, event, attempt, exc)
+            log.info("%s %s: %s", event.type, event.id, outcome)
             return self._count(event.type, outcome)
         finally:
             reset_correlation_id(token)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_registration_mails_the_participant_on_rabbitmq_and_postgres(
-    suite_factory, rabbitmq, postgres_urls, smtp_server
+    rabbitmq, postgres_urls, smtp_server, suite_factory
 ):
     amqp_url, _vhost = rabbitmq
     suite = suite_factory(broker_url=amqp_url, database_urls=postgres_urls, smtp_url=smtp_server.url).start()

@@ -82,9 +82,12 @@ class Suite:
             env=self.env, capture_output=True, text=True, timeout=120, check=check,
         )
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], service: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        metrics_dir = self.data_dir / "metrics" / service  # shared by the service's web and workers
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
 
@@ -93,10 +96,24 @@ class Suite:
             self._broker = start_embedded_broker(embedded_broker_socket(self.data_dir))
 
     def start_web(self, service: str) -> None:
-        self._spawn(f"{service}-web", web_command(service, self.service_port(service), workers=2))
+        self._spawn(f"{service}-web", web_command(service, self.service_port(service), workers=2), service)
 
-    def start_worker(self, service: str, name: str | None = None) -> subprocess.Popen:
-        return self._spawn(name or f"{service}-worker", [sys.executable, "-m", "services.cli", "worker", service])
+    def start_worker(self, service: str, name: str | None = None, module: str = "services.cli") -> subprocess.Popen:
+        """Start a worker of ``service``; ``module`` may name a test wrapper that runs the real worker."""
+        command = [sys.executable, "-m", module, "worker", service]
+        return self._spawn(name or f"{service}-worker", command, service)
+
+    def metric(self, service: str, name: str, **labels: str) -> float:
+        """The current value of a Prometheus sample on ``service``'s /metrics (0 if absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(self.url(service, "metrics"), timeout=5).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
 
     def start(self, workers: tuple[str, ...] = SERVICES) -> Suite:
         """Migrate, then start every web process and the named services' workers; wait until ready."""

@@ -1,0 +1,160 @@
+"""No lost and no doubled messages, through the real processes on RabbitMQ and PostgreSQL."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import requests
+
+from shared.events import make_event
+from tests.support.broker_client import drain_queue, publish_raw
+from tests.support.servers import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmqctl
+from tests.support.suite import participant
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import stays_true, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _registration_confirmed(i: int, **overrides) -> dict:
+    person = participant(i)
+    data = {
+        "registration_id": f"00000000-0000-4000-8000-{i:012d}",
+        "session_id": "11111111-1111-4111-8111-111111111111",
+        "session_title": "Workshop Desain Inovasi",
+        "session_starts_at": "2027-03-03T09:00:00+08:00",
+        "session_location": "Tarakan",
+        "status": "confirmed",
+        **{k: person[k] for k in ("name", "nip", "email", "opd")},
+        "phone": "+6281200000001",
+    }
+    data.update(overrides)
+    return make_event("registration.confirmed", data, source="/registration", correlation_id=f"test-{i}")
+
+
+def test_registration_answers_during_a_broker_outage_and_the_mail_arrives_once_when_it_is_back(
+    rabbitmq, postgres_urls, smtp_server, suite_factory
+):
+    _url, vhost = rabbitmq
+    proxy = TcpProxy(RABBITMQ_HOST, RABBITMQ_PORT).start()
+    broker_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    suite = suite_factory(broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url).start()
+    session_id = suite.create_session()
+
+    proxy.cut()
+    response = suite.register(session_id, participant(3, email="tini@kaltaraprov.go.id"))
+
+    assert response.status_code == 201, response.text
+    assert stays_true(lambda: not smtp_server.messages, duration=3), "mail arrived although the broker was away"
+    assert suite.metric("registration", "labinov_outbox_pending") >= 1
+
+    proxy.start()
+    wait_until(lambda: smtp_server.to("tini@kaltaraprov.go.id"), timeout=90, what="the mail after the outage")
+    wait_until(lambda: suite.metric("registration", "labinov_outbox_pending") == 0, what="the outbox to drain")
+    assert stays_true(lambda: len(smtp_server.messages) == 1, duration=2)
+    proxy.cut()
+
+
+def test_the_same_event_delivered_twice_sends_one_mail(rabbitmq, postgres_urls, smtp_server, suite_factory):
+    broker_url, _vhost = rabbitmq
+    suite = suite_factory(broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url).start()
+    event = _registration_confirmed(1)
+
+    publish_raw(broker_url, event, "registration.confirmed", message_id=event["id"])
+    publish_raw(broker_url, event, "registration.confirmed", message_id=event["id"])
+
+    wait_until(lambda: smtp_server.messages, what="the first mail")
+    wait_until(
+        lambda: suite.metric("notification", "labinov_messages_consumed_total", outcome="duplicate") == 1,
+        what="the second delivery to be recognised as a duplicate",
+    )
+    assert stays_true(lambda: len(smtp_server.messages) == 1, duration=2)
+
+
+def test_a_worker_killed_after_its_commit_but_before_the_ack_causes_one_mail(
+    rabbitmq, postgres_urls, smtp_server, suite_factory
+):
+    broker_url, _vhost = rabbitmq
+    suite = suite_factory(broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url)
+    suite.start(workers=("registration", "evaluation"))
+    crashing = suite.start_worker("notification", name="crashing-notification-worker",
+                                  module="tests.support.crashing_worker")
+    session_id = suite.create_session()
+
+    assert suite.register(session_id, participant(5, email="dewi@kaltaraprov.go.id")).status_code == 201
+    assert crashing.wait(60) == 137, "the crashing worker should have died before acking"
+    suite.start_worker("notification")  # the broker redelivers the unacked message to this one
+
+    wait_until(lambda: smtp_server.to("dewi@kaltaraprov.go.id"), what="the mail")
+    wait_until(
+        lambda: suite.metric("notification", "labinov_messages_consumed_total", outcome="duplicate") >= 1,
+        what="the redelivered message to be recognised as a duplicate",
+    )
+    assert stays_true(lambda: len(smtp_server.messages) == 1, duration=2)
+
+
+def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
+    rabbitmq, postgres_urls, smtp_server, suite_factory
+):
+    broker_url, _vhost = rabbitmq
+    suite = suite_factory(
+        broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url,
+        extra_env={"LABINOV_MAX_DELIVERY_ATTEMPTS": "3"},
+    ).start()
+
+    publish_raw(broker_url, {"hello": "not an event"}, "registration.confirmed")
+    # well-formed, but no mail template exists for a "confirmed" event that says "cancelled": the handler
+    # fails every time, as with a bug or a lasting outage of something it needs
+    poison = _registration_confirmed(2, status="cancelled")
+    publish_raw(broker_url, poison, "registration.confirmed", message_id=poison["id"])
+    good = _registration_confirmed(3, email="baik@kaltaraprov.go.id")
+    publish_raw(broker_url, good, "registration.confirmed", message_id=good["id"])
+
+    wait_until(lambda: smtp_server.to("baik@kaltaraprov.go.id"), what="the good message's mail")
+    dead = wait_until(
+        lambda: _collect(broker_url, "notification-dead", want=2), timeout=60, what="two dead letters"
+    )
+    by_reason = {("envelope" in m.headers["x-labinov-error"]): m for m in dead}
+    assert by_reason[True].headers["x-labinov-attempt"] == 1  # invalid: dead at once, no retries
+    assert by_reason[False].headers["x-labinov-attempt"] == 3  # failing: dead after the third attempt
+    assert by_reason[False].payload["id"] == poison["id"]
+    assert "KeyError" in by_reason[False].headers["x-labinov-error"]
+    assert suite.metric("notification", "labinov_messages_consumed_total", outcome="retried") == 2
+
+
+_collected: dict = collections.defaultdict(list)
+
+
+def _collect(broker_url: str, queue: str, want: int):
+    _collected[(broker_url, queue)] += drain_queue(broker_url, queue)
+    found = _collected[(broker_url, queue)]
+    return found if len(found) >= want else None
+
+
+def test_two_notification_workers_share_the_queue_without_duplicate_mails(
+    rabbitmq, postgres_urls, smtp_server, suite_factory
+):
+    broker_url, vhost = rabbitmq
+    suite = suite_factory(broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url)
+    suite.start(workers=("registration", "evaluation"))
+    suite.start_worker("notification", name="notification-worker-1")
+    suite.start_worker("notification", name="notification-worker-2")
+    wait_until(lambda: "notification-events\t2" in rabbitmqctl("list_queues", "-p", vhost, "name", "consumers"),
+               what="both workers to consume from notification-events")
+    session_id = suite.create_session(capacity=100)
+
+    people = [participant(100 + i) for i in range(40)]
+    for person in people:
+        assert suite.register(session_id, person).status_code == 201
+
+    wait_until(lambda: len(smtp_server.messages) >= 40, timeout=60, what="40 mails")
+    assert stays_true(lambda: len(smtp_server.messages) == 40, duration=2)
+    per_recipient = collections.Counter(str(m["To"]) for m in smtp_server.messages)
+    assert set(per_recipient) == {p["email"] for p in people}
+    assert set(per_recipient.values()) == {1}
+    handled_by = [
+        (suite.logs / f"notification-worker-{n}.log").read_text().count(": handled") for n in (1, 2)
+    ]
+    assert all(count > 0 for count in handled_by), f"one worker did all the work: {handled_by}"
+    assert requests.get(suite.url("notification", "health/ready"), timeout=5).ok
