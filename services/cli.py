@@ -1,11 +1,11 @@
 """The ``labinov`` command: run the suite, run one process, migrate, manage accounts.
 
-    labinov run                      start every process on the embedded defaults (what `make run` does)
-    labinov migrate [SERVICE ...]    bring databases to the newest schema
-    labinov web SERVICE              one service's web process under gunicorn
-    labinov worker SERVICE           one service's worker (consumer + outbox relay)
-    labinov gateway                  the development gateway on LABINOV_PORT
-    labinov user create --role organiser|evaluator --email EMAIL --password PASSWORD [--name N] [--opd O]
+labinov run                      start every process on the embedded defaults (what `make run` does)
+labinov migrate [SERVICE ...]    bring databases to the newest schema
+labinov web SERVICE              one service's web process under gunicorn
+labinov worker SERVICE           one service's worker (consumer + outbox relay)
+labinov gateway                  the development gateway on LABINOV_PORT
+labinov user create --role organiser|evaluator --email EMAIL --password PASSWORD [--name N] [--opd O]
 """
 
 from __future__ import annotations
@@ -51,9 +51,22 @@ def worker(service: str) -> None:
 
 def web_command(service: str, port: int, workers: int = 2) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
-        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", "4",
-        "--graceful-timeout", "10", "--access-logfile", "-", "--name", f"labinov-{service}",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        f"services.{service}.wsgi:app",
+        "--bind",
+        f"0.0.0.0:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+        "--name",
+        f"labinov-{service}",
         "--no-control-socket",
     ]
 
@@ -73,8 +86,21 @@ def gateway() -> None:
     port = load_settings("registration").port
     os.execv(
         sys.executable,
-        [sys.executable, "-m", "gunicorn", "services.gateway:app", "--bind", f"0.0.0.0:{port}",
-         "--workers", "1", "--threads", "16", "--name", "labinov-gateway", "--no-control-socket"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "services.gateway:app",
+            "--bind",
+            f"0.0.0.0:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "16",
+            "--name",
+            "labinov-gateway",
+            "--no-control-socket",
+        ],
     )
 
 
@@ -143,7 +169,8 @@ def run() -> None:
     click.secho(
         f"\n  Labinov is starting. Open {first.public_url}/  (Ctrl-C stops everything)\n"
         f"  data: {first.data_dir}   broker: {'embedded Redis' if first.broker_is_embedded else first.broker_url}\n",
-        fg="green", bold=True,
+        fg="green",
+        bold=True,
     )
     try:
         manager.loop()

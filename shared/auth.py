@@ -6,7 +6,8 @@ and signs short-lived EdDSA JWTs. The other services only verify: with ``LABINOV
 JWKS that registration publishes (``LABINOV_JWKS_URL``, fetched once and cached — never per request), or, on
 an embedded run, with the public half of the key file in the shared data folder.
 
-Every endpoint states who may call it with :func:`requires` — the one auth check of the suite.
+Every API endpoint states who may call it — :func:`requires` (the one auth check of the suite) or
+:func:`public` — directly under its route decorator, so the check runs before the body is even parsed.
 """
 
 from __future__ import annotations
@@ -146,9 +147,7 @@ class _KeyFileSource:
 
     def __call__(self, _token: str):
         if self._key is None:
-            private = serialization.load_pem_private_key(
-                load_private_key_pem(self.settings).encode(), password=None
-            )
+            private = serialization.load_pem_private_key(load_private_key_pem(self.settings).encode(), password=None)
             self._key = private.public_key()
         return self._key
 
@@ -173,14 +172,27 @@ def requires(*roles: str):
             g.principal = principal
             return view(*args, **kwargs)
 
-        apidoc = getattr(view, "_apidoc", {})
-        wrapper._apidoc = apidoc  # keep flask-smorest's documentation of the wrapped view
-        manual = apidoc.setdefault("manual_doc", {})
-        manual["security"] = [{"bearerAuth": []}]
-        manual.setdefault("description", f"Who may call: {', '.join(roles)}.")
+        wrapper.labinov_roles = roles
+        _document(wrapper, view, security=[{"bearerAuth": []}], who=", ".join(roles))
         return wrapper
 
     return decorator
+
+
+def public(view):
+    """Declare that anyone may call ``view`` (no token). Every API view says either this or :func:`requires`."""
+    view.labinov_roles = ("anyone",)
+    _document(view, view, security=[], who="anyone, without a token")
+    return view
+
+
+def _document(wrapper, view, security: list, who: str) -> None:
+    """Put who may call into the OpenAPI document (flask-smorest reads ``_apidoc``)."""
+    apidoc = getattr(view, "_apidoc", {})
+    wrapper._apidoc = apidoc
+    manual = apidoc.setdefault("manual_doc", {})
+    manual["security"] = security
+    manual["description"] = f"**Who may call:** {who}."
 
 
 def install_verifier(app, settings: Settings) -> None:

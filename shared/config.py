@@ -105,9 +105,7 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
         return None
     scheme = urlsplit(raw).scheme
     if scheme not in schemes:
-        raise ConfigurationError(
-            f"{name}={raw!r} has scheme {scheme!r}; expected one of: {', '.join(schemes)}"
-        )
+        raise ConfigurationError(f"{name}={raw!r} has scheme {scheme!r}; expected one of: {', '.join(schemes)}")
     return raw
 
 
@@ -150,8 +148,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),
         secret_key=env.get("LABINOV_SECRET_KEY") or None,
         service_ports={
-            name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index)
-            for index, name in enumerate(SERVICES)
+            name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index) for index, name in enumerate(SERVICES)
         },
         public_url=(env.get("LABINOV_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
     )

@@ -111,9 +111,7 @@ class UnitOfWork:
         """Write a raw outbox row (events, retries and dead letters all leave through the outbox)."""
         assert self.session is not None, "use the unit of work inside a with-block"
         self.session.execute(
-            insert(self._outbox).values(
-                **outbox_row(envelope, exchange, routing_key, headers or {}, not_before)
-            )
+            insert(self._outbox).values(**outbox_row(envelope, exchange, routing_key, headers or {}, not_before))
         )
         self.published.append(envelope)
 

@@ -77,9 +77,7 @@ CATALOGUE: dict[str, EventType] = {
     for e in [
         EventType("session.created", "1", SessionDataV1, "An organiser opened a new lab session."),
         EventType("registration.confirmed", "1", RegistrationDataV1, "A participant holds a seat."),
-        EventType(
-            "registration.waitlisted", "1", RegistrationDataV1, "The session was full: on the waiting list."
-        ),
+        EventType("registration.waitlisted", "1", RegistrationDataV1, "The session was full: on the waiting list."),
         EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
         EventType("notification.failed", "1", NotificationDataV1, "A message could not be delivered."),
     ]

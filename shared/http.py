@@ -47,9 +47,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
-def problem(
-    status: int, title: str, detail: str | None = None, slug: str | None = None, **extra: Any
-) -> Response:
+def problem(status: int, title: str, detail: str | None = None, slug: str | None = None, **extra: Any) -> Response:
     """An RFC 9457 problem response."""
     body: dict[str, Any] = {
         "type": f"https://labinov.example/problems/{slug or _slug(title)}",
@@ -189,11 +187,15 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
     ops = Blueprint(f"{runtime.name}_operations", __name__)
     outbox_registry = CollectorRegistry()
     pending = Gauge(
-        "labinov_outbox_pending", "Outbox rows not yet confirmed by the broker", ["service"],
+        "labinov_outbox_pending",
+        "Outbox rows not yet confirmed by the broker",
+        ["service"],
         registry=outbox_registry,
     )
     oldest = Gauge(
-        "labinov_outbox_oldest_pending_age_seconds", "Age of the oldest unsent outbox row", ["service"],
+        "labinov_outbox_oldest_pending_age_seconds",
+        "Age of the oldest unsent outbox row",
+        ["service"],
         registry=outbox_registry,
     )
 

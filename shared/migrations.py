@@ -36,9 +36,7 @@ def upgrade(runtime: ServiceRuntime, revision: str = "head") -> None:
             command.upgrade(config, revision)
         finally:
             if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": zlib.crc32(runtime.name.encode())}
-                )
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": zlib.crc32(runtime.name.encode())})
                 connection.commit()
 
 

@@ -36,9 +36,7 @@ class ServiceRuntime:
         return self.package_dir / "migrations"
 
 
-def build_runtime(
-    name: str, metadata: MetaData, package_dir: Path, settings: Settings | None = None
-) -> ServiceRuntime:
+def build_runtime(name: str, metadata: MetaData, package_dir: Path, settings: Settings | None = None) -> ServiceRuntime:
     settings = settings or load_settings(name)
     engine = create_database_engine(settings.database_url)
     return ServiceRuntime(

@@ -47,9 +47,9 @@ def run_worker(
             signal.signal(signum, lambda *_: stop.set())
 
     parts: dict[str, Callable[[], None]] = {
-        "relay": lambda: OutboxRelay(
-            runtime.engine, runtime.outbox, runtime.settings.broker_url, runtime.name
-        ).run(stop),
+        "relay": lambda: OutboxRelay(runtime.engine, runtime.outbox, runtime.settings.broker_url, runtime.name).run(
+            stop
+        ),
     }
     if runtime.name in SUBSCRIPTIONS:
         processor = event_processor(runtime, handlers)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from shared.auth import requires
-from shared.http import runtime_of
 from services.evaluation import domain
 from services.evaluation.schemas import ParticipantQuerySchema, ParticipantSchema
+from shared.auth import requires
+from shared.http import runtime_of
 
 blp = Blueprint("evaluation_api", __name__, description="Proposals, rounds and scores")
 
 
 @blp.get("/participants")
+@requires("organiser")
 @blp.arguments(ParticipantQuerySchema, location="query")
 @blp.response(200, ParticipantSchema(many=True))
-@requires("organiser")
 def list_participants(query):
     """Confirmed participants, by agency (OPD) and name."""
     with runtime_of().unit_of_work() as uow:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from shared.auth import install_verifier
-from shared.http import create_service_app
-from shared.runtime import ServiceRuntime
 from services.evaluation.api import blp
 from services.evaluation.bootstrap import bootstrap
 from services.evaluation.pages import pages
+from shared.auth import install_verifier
+from shared.http import create_service_app
+from shared.runtime import ServiceRuntime
 
 
 def create_app(runtime: ServiceRuntime | None = None) -> Flask:

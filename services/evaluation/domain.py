@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from shared.db import UnitOfWork
 from services.evaluation.tables import Participant
+from shared.db import UnitOfWork
 
 
 def record_participant(uow: UnitOfWork, data: dict[str, Any]) -> Participant:

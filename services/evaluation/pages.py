@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from sqlalchemy import func, select
 
-from shared.http import runtime_of
 from services.evaluation.tables import Participant
+from shared.http import runtime_of
 
 pages = Blueprint("evaluation_pages", __name__)
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from shared.auth import requires
-from shared.http import runtime_of
 from services.notification import domain
 from services.notification.schemas import DeliveryQuerySchema, DeliverySchema
+from shared.auth import requires
+from shared.http import runtime_of
 
 blp = Blueprint("notification_api", __name__, description="Messages to participants and their delivery")
 
 
 @blp.get("/deliveries")
+@requires("organiser")
 @blp.arguments(DeliveryQuerySchema, location="query")
 @blp.response(200, DeliverySchema(many=True))
-@requires("organiser")
 def list_deliveries(query):
     """Deliveries, newest first, optionally to one address, with their status."""
     with runtime_of().unit_of_work() as uow:

@@ -27,12 +27,12 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select, update
 
+from services.notification.mail import MailTransport
+from services.notification.tables import Delivery, Recipient
 from shared.clock import utcnow
 from shared.db import UnitOfWork, claim_due_rows
 from shared.events import Event
 from shared.runtime import ServiceRuntime
-from services.notification.mail import MailTransport
-from services.notification.tables import Delivery, Recipient
 
 log = logging.getLogger(__name__)
 

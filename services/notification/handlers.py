@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from services.notification import domain
 from shared.db import UnitOfWork
 from shared.events import Event
 from shared.messaging.consumer import Handler
-from services.notification import domain
 
 
 def on_registration(uow: UnitOfWork, event: Event) -> None:

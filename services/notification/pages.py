@@ -10,8 +10,8 @@ from email import policy
 
 from flask import Blueprint, abort, render_template
 
-from shared.http import runtime_of
 from services.notification.mail import MaildirTransport
+from shared.http import runtime_of
 
 pages = Blueprint("notification_pages", __name__)
 

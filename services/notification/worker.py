@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from shared.runtime import ServiceRuntime
-from shared.worker import run_worker
 from services.notification.bootstrap import bootstrap
 from services.notification.domain import send_due_mail
 from services.notification.handlers import HANDLERS
 from services.notification.mail import transport_for
+from shared.runtime import ServiceRuntime
+from shared.worker import run_worker
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from services.registration.schemas import (
     TokenRequestSchema,
     TokenSchema,
 )
-from shared.auth import current_principal, requires
+from shared.auth import current_principal, public, requires
 from shared.http import runtime_of
 
 blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
@@ -37,10 +37,11 @@ def _session_view(uow, session):
 
 
 @blp.post("/auth/token")
+@public
 @blp.arguments(TokenRequestSchema)
 @blp.response(200, TokenSchema)
 def issue_token(credentials):
-    """Exchange an organiser's or evaluator's e-mail and password for a bearer token. Anyone may call."""
+    """Exchange an organiser's or evaluator's e-mail and password for a bearer token."""
     with runtime_of().unit_of_work() as uow:
         principal = domain.authenticate(uow, credentials["email"], credentials["password"])
     issuer = current_app.extensions["labinov_issuer"]
@@ -52,15 +53,16 @@ def issue_token(credentials):
 
 
 @blp.get("/auth/jwks.json")
+@public
 def jwks():
-    """The public key(s) that verify Labinov tokens (JWKS). Anyone may call."""
+    """The public key(s) that verify Labinov tokens (JWKS)."""
     return current_app.extensions["labinov_issuer"].jwks()
 
 
 @blp.post("/sessions")
+@requires("organiser")
 @blp.arguments(SessionCreateSchema)
 @blp.response(201, SessionSchema)
-@requires("organiser")
 def create_session(fields):
     """Open a lab session."""
     with runtime_of().unit_of_work() as uow:
@@ -69,35 +71,38 @@ def create_session(fields):
 
 
 @blp.get("/sessions")
+@public
 @blp.response(200, SessionSchema(many=True))
 def list_sessions():
-    """All sessions, soonest first, with the seats left. Anyone may call."""
+    """All sessions, soonest first, with the seats left."""
     with runtime_of().unit_of_work() as uow:
         return [_session_view(uow, s) for s in domain.list_sessions(uow)]
 
 
 @blp.get("/sessions/<session_id>")
+@public
 @blp.response(200, SessionSchema)
 def get_session(session_id):
-    """One session with the seats left. Anyone may call."""
+    """One session with the seats left."""
     with runtime_of().unit_of_work() as uow:
         return _session_view(uow, domain.get_session(uow, session_id))
 
 
 @blp.post("/sessions/<session_id>/registrations")
+@public
 @blp.arguments(ParticipantSchema)
 @blp.response(201, RegistrationSchema)
 @blp.alt_response(404, description="No such session")
 @blp.alt_response(409, description="This NIP is already registered for the session")
 def register(participant, session_id):
-    """Register for a session: ``confirmed`` while seats remain, ``waitlisted`` after. Anyone may call."""
+    """Register for a session: ``confirmed`` while seats remain, ``waitlisted`` after."""
     with runtime_of().unit_of_work() as uow:
         return domain.register_participant(uow, session_id, participant)
 
 
 @blp.get("/registrations/<registration_id>")
-@blp.response(200, RegistrationSchema)
 @requires("organiser")
+@blp.response(200, RegistrationSchema)
 def get_registration(registration_id):
     """One registration."""
     with runtime_of().unit_of_work() as uow:

@@ -221,16 +221,12 @@ def register_participant(uow: UnitOfWork, session_id: str, participant: dict[str
     """
     session = get_session(uow, session_id, lock=True)
     duplicate = uow.session.scalar(
-        select(Registration.id).where(
-            Registration.session_id == session.id, Registration.nip == participant["nip"]
-        )
+        select(Registration.id).where(Registration.session_id == session.id, Registration.nip == participant["nip"])
     )
     if duplicate:
         raise _duplicate(participant["nip"])
     status = "confirmed" if seat_count(uow, session).available > 0 else "waitlisted"
-    registration = Registration(
-        session_id=session.id, status=status, created_at=datetime.now(UTC), **participant
-    )
+    registration = Registration(session_id=session.id, status=status, created_at=datetime.now(UTC), **participant)
     uow.session.add(registration)
     try:
         uow.flush()

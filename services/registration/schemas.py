@@ -36,9 +36,7 @@ class ParticipantSchema(Schema):
     """Who registers: a civil servant (ASN) of an agency (OPD)."""
 
     name = fields.Str(required=True, validate=validate.Length(min=2, max=200))
-    nip = fields.Str(
-        required=True, metadata={"description": "NIP, 18 digits", "example": "198503152010011001"}
-    )
+    nip = fields.Str(required=True, metadata={"description": "NIP, 18 digits", "example": "198503152010011001"})
     email = fields.Str(required=True, metadata={"example": "sari@kaltaraprov.go.id"})
     phone = fields.Str(required=True, metadata={"example": "0812 3456 7890"})
     opd = fields.Str(required=True, validate=validate.Length(min=2, max=200), metadata={"description": "agency"})

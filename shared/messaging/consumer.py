@@ -131,9 +131,7 @@ class EventProcessor:
     def _already_handled(self, uow: UnitOfWork, event_id: str) -> bool:
         i = self.inbox.c
         return (
-            uow.session.execute(
-                select(i.event_id).where(i.consumer == self.service, i.event_id == event_id)
-            ).first()
+            uow.session.execute(select(i.event_id).where(i.consumer == self.service, i.event_id == event_id)).first()
             is not None
         )
 
@@ -146,11 +144,15 @@ class EventProcessor:
         delay = retry_delay(attempt + 1)
         log.warning(
             "%s %s failed (attempt %d of %d), retrying in %s: %s",
-            event.type, event.id, attempt, self.max_attempts, delay, error, exc_info=exc,
+            event.type,
+            event.id,
+            attempt,
+            self.max_attempts,
+            delay,
+            error,
+            exc_info=exc,
         )
-        self._forward(
-            body, RETRY_EXCHANGE.name, events_queue_name(self.service), attempt + 1, error, utcnow() + delay
-        )
+        self._forward(body, RETRY_EXCHANGE.name, events_queue_name(self.service), attempt + 1, error, utcnow() + delay)
         return self._count(event.type, "retried")
 
     def _forward(self, body, exchange, routing_key, attempt, error, not_before=None) -> None:
@@ -204,8 +206,13 @@ class _QueueConsumer(ConsumerMixin):
     def on_decode_error(self, message, exc: Exception) -> None:
         token = set_correlation_id(new_correlation_id())
         try:
-            self.processor.process({"undecodable": message.body if isinstance(message.body, str) else
-                                    repr(message.body)[:10000], "error": str(exc)}, message.headers)
+            self.processor.process(
+                {
+                    "undecodable": message.body if isinstance(message.body, str) else repr(message.body)[:10000],
+                    "error": str(exc),
+                },
+                message.headers,
+            )
             message.ack()
         finally:
             reset_correlation_id(token)

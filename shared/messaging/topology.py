@@ -50,10 +50,7 @@ def events_queue(service: str, connection: Connection) -> Queue:
     """The queue ``service`` consumes from, bound to its event types and to its retry key."""
     name = events_queue_name(service)
     bindings = [
-        *(
-            _binding(EVENTS_EXCHANGE, routing_key)
-            for routing_key in SUBSCRIPTIONS.get(service, ())
-        ),
+        *(_binding(EVENTS_EXCHANGE, routing_key) for routing_key in SUBSCRIPTIONS.get(service, ())),
         _binding(RETRY_EXCHANGE, name),
     ]
     return Queue(name, bindings=bindings, durable=True, queue_arguments=_queue_arguments(connection))

@@ -78,8 +78,9 @@ def test_a_worker_killed_after_its_commit_but_before_the_ack_causes_one_mail(
     broker_url, _vhost = rabbitmq
     suite = suite_factory(broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url)
     suite.start(workers=("registration", "evaluation"))
-    crashing = suite.start_worker("notification", name="crashing-notification-worker",
-                                  module="tests.support.crashing_worker")
+    crashing = suite.start_worker(
+        "notification", name="crashing-notification-worker", module="tests.support.crashing_worker"
+    )
     session_id = suite.create_session()
 
     assert suite.register(session_id, participant(5, email="dewi@kaltaraprov.go.id")).status_code == 201
@@ -99,7 +100,9 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
 ):
     broker_url, _vhost = rabbitmq
     suite = suite_factory(
-        broker_url=broker_url, database_urls=postgres_urls, smtp_url=smtp_server.url,
+        broker_url=broker_url,
+        database_urls=postgres_urls,
+        smtp_url=smtp_server.url,
         extra_env={"LABINOV_MAX_DELIVERY_ATTEMPTS": "3"},
     ).start()
 
@@ -112,9 +115,7 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
     publish_raw(broker_url, good, "registration.confirmed", message_id=good["id"])
 
     wait_until(lambda: smtp_server.to("baik@kaltaraprov.go.id"), what="the good message's mail")
-    dead = wait_until(
-        lambda: _collect(broker_url, "notification-dead", want=2), timeout=60, what="two dead letters"
-    )
+    dead = wait_until(lambda: _collect(broker_url, "notification-dead", want=2), timeout=60, what="two dead letters")
     by_reason = {("envelope" in m.headers["x-labinov-error"]): m for m in dead}
     assert by_reason[True].headers["x-labinov-attempt"] == 1  # invalid: dead at once, no retries
     assert by_reason[False].headers["x-labinov-attempt"] == 3  # failing: dead after the third attempt
@@ -140,8 +141,10 @@ def test_two_notification_workers_share_the_queue_without_duplicate_mails(
     suite.start(workers=("registration", "evaluation"))
     suite.start_worker("notification", name="notification-worker-1")
     suite.start_worker("notification", name="notification-worker-2")
-    wait_until(lambda: "notification-events\t2" in rabbitmqctl("list_queues", "-p", vhost, "name", "consumers"),
-               what="both workers to consume from notification-events")
+    wait_until(
+        lambda: "notification-events\t2" in rabbitmqctl("list_queues", "-p", vhost, "name", "consumers"),
+        what="both workers to consume from notification-events",
+    )
     session_id = suite.create_session(capacity=100)
 
     people = [participant(100 + i) for i in range(40)]
@@ -153,8 +156,6 @@ def test_two_notification_workers_share_the_queue_without_duplicate_mails(
     per_recipient = collections.Counter(str(m["To"]) for m in smtp_server.messages)
     assert set(per_recipient) == {p["email"] for p in people}
     assert set(per_recipient.values()) == {1}
-    handled_by = [
-        (suite.logs / f"notification-worker-{n}.log").read_text().count(": handled") for n in (1, 2)
-    ]
+    handled_by = [(suite.logs / f"notification-worker-{n}.log").read_text().count(": handled") for n in (1, 2)]
     assert all(count > 0 for count in handled_by), f"one worker did all the work: {handled_by}"
     assert requests.get(suite.url("notification", "health/ready"), timeout=5).ok

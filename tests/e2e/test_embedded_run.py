@@ -31,11 +31,16 @@ class RunCommand:
 
     def start(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"], env=self.env,
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services.cli", "run"],
+            env=self.env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: requests.get(self.url("/registration/health/ready"), timeout=2).ok, timeout=60,
-                   what="the gateway to route to a ready registration service")
+        wait_until(
+            lambda: requests.get(self.url("/registration/health/ready"), timeout=2).ok,
+            timeout=60,
+            what="the gateway to route to a ready registration service",
+        )
         return self
 
     def url(self, path):
@@ -63,9 +68,22 @@ def run_command(tmp_path):
 
 def _organiser_headers(run):
     subprocess.run(
-        [sys.executable, "-m", "services.cli", "user", "create", "--role", "organiser",
-         "--email", ORGANISER["email"], "--password", ORGANISER["password"]],
-        env=run.env, check=False, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "user",
+            "create",
+            "--role",
+            "organiser",
+            "--email",
+            ORGANISER["email"],
+            "--password",
+            ORGANISER["password"],
+        ],
+        env=run.env,
+        check=False,
+        capture_output=True,
     )
     token = requests.post(run.url("/registration/api/v1/auth/token"), json=ORGANISER, timeout=10).json()
     return {"Authorization": f"Bearer {token['access_token']}"}
@@ -73,9 +91,16 @@ def _organiser_headers(run):
 
 def _create_session(run, headers):
     response = requests.post(
-        run.url("/registration/api/v1/sessions"), headers=headers, timeout=10,
-        json={"title": "Coaching Clinic Inovasi", "starts_at": "2027-03-02T09:00:00+08:00",
-              "ends_at": "2027-03-02T15:00:00+08:00", "location": "Tanjung Selor", "capacity": 10},
+        run.url("/registration/api/v1/sessions"),
+        headers=headers,
+        timeout=10,
+        json={
+            "title": "Coaching Clinic Inovasi",
+            "starts_at": "2027-03-02T09:00:00+08:00",
+            "ends_at": "2027-03-02T15:00:00+08:00",
+            "location": "Tanjung Selor",
+            "capacity": 10,
+        },
     )
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -88,15 +113,14 @@ def test_make_run_mails_a_registration_over_smtp_on_the_embedded_defaults(run_co
 
     response = requests.post(
         run.url(f"/registration/api/v1/sessions/{session_id}/registrations"),
-        json=participant(7, name="Budi Santoso", email="budi@kaltaraprov.go.id"), timeout=10,
+        json=participant(7, name="Budi Santoso", email="budi@kaltaraprov.go.id"),
+        timeout=10,
     )
 
     assert response.status_code == 201, response.text
     mail = wait_until(lambda: smtp_server.to("budi@kaltaraprov.go.id"), what="the confirmation mail")
     assert "Budi Santoso" in mail[0].get_content()
-    assert requests.get(run.url("/"), allow_redirects=False, timeout=5).headers["Location"].endswith(
-        "/registration/"
-    )
+    assert requests.get(run.url("/"), allow_redirects=False, timeout=5).headers["Location"].endswith("/registration/")
     assert run.stop() == 0, run.log.read_text()[-3000:]
 
 
@@ -106,11 +130,14 @@ def test_make_run_without_smtp_keeps_mail_in_the_local_mailbox_and_keeps_data_ac
     session_id = _create_session(run, headers)
     response = requests.post(
         run.url(f"/registration/api/v1/sessions/{session_id}/registrations"),
-        json=participant(8, name="Rina Marlina"), timeout=10,
+        json=participant(8, name="Rina Marlina"),
+        timeout=10,
     )
     assert response.status_code == 201, response.text
-    wait_until(lambda: "Rina Marlina" in requests.get(run.url("/notification/mailbox"), timeout=5).text,
-               what="the mail on the local mailbox page")
+    wait_until(
+        lambda: "Rina Marlina" in requests.get(run.url("/notification/mailbox"), timeout=5).text,
+        what="the mail on the local mailbox page",
+    )
     assert run.stop() == 0
 
     again = run_command().start()

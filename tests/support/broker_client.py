@@ -13,8 +13,12 @@ def publish_raw(broker_url: str, body, routing_key: str, message_id: str | None 
     with connect(broker_url) as connection:
         declare_topology(connection)
         connection.Producer().publish(
-            body, exchange=EVENTS_EXCHANGE, routing_key=routing_key, message_id=message_id,
-            delivery_mode=2, **kwargs,
+            body,
+            exchange=EVENTS_EXCHANGE,
+            routing_key=routing_key,
+            message_id=message_id,
+            delivery_mode=2,
+            **kwargs,
         )
 
 

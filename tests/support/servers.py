@@ -23,9 +23,7 @@ RABBITMQ_PORT = int(os.environ.get("LABINOV_TEST_RABBITMQ_PORT", "5672"))
 
 
 def servers_required() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get(
-        "LABINOV_REQUIRE_SERVERS"
-    ) == "1"
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("LABINOV_REQUIRE_SERVERS") == "1"
 
 
 def missing(reason: str):
@@ -84,9 +82,7 @@ def postgres_database():
 
 
 def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
 
 
 @contextmanager

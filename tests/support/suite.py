@@ -79,7 +79,11 @@ class Suite:
     def labinov(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "services.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=120, check=check,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=check,
         )
 
     def _spawn(self, name: str, command: list[str], service: str) -> subprocess.Popen:
@@ -127,7 +131,8 @@ class Suite:
         for service in SERVICES:
             wait_until(
                 lambda s=service: requests.get(self.url(s, "health/ready"), timeout=2).status_code == 200,
-                timeout=60, what=f"{service} to be ready",
+                timeout=60,
+                what=f"{service} to be ready",
             )
         return self
 

@@ -21,8 +21,10 @@ def wait_until(check: Callable[[], T], timeout: float = 30, interval: float = 0.
         except Exception as exc:  # the thing may not be up yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}" + (
-        f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or check}"
+        + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 def stays_true(check: Callable[[], bool], duration: float, interval: float = 0.1) -> bool:

@@ -1,0 +1,42 @@
+# Labinov — the two commands a newcomer needs: `make run` and `make test`.
+# Both create .venv/ and install what they need on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: start the whole suite on the embedded defaults (SQLite + embedded Redis under ./var/)
+run: $(STAMP)
+	$(BIN)/labinov run
+
+## test: every test — unit, integration (real PostgreSQL + RabbitMQ), end to end (real processes)
+test: $(STAMP)
+	$(BIN)/ruff check shared services tests
+	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+
+## test-fast: everything but the end-to-end tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -rs -m "not e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services tests
+
+format: $(STAMP)
+	$(BIN)/ruff format shared services tests
+	$(BIN)/ruff check --fix shared services tests
+
+## bench: measured figures, written to bench-results.txt
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run --output bench-results.txt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
