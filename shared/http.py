@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
 from jinja2 import ChoiceLoader, FileSystemLoader
+from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -80,8 +81,22 @@ def _flatten_errors(messages: Any) -> dict[str, Any]:
     return flat
 
 
+class ProblemSchema(Schema):
+    """RFC 9457 problem details: the one error shape of every Labinov API."""
+
+    type = fields.Str(required=True, metadata={"description": "URI naming the kind of problem"})
+    title = fields.Str(required=True)
+    status = fields.Int(required=True)
+    detail = fields.Str()
+    errors = fields.Dict(
+        keys=fields.Str(), values=fields.List(fields.Str()), metadata={"description": "by field (422)"}
+    )
+
+
 class ProblemApi(Api):
-    """flask-smorest's Api, answering every HTTP error as problem+json."""
+    """flask-smorest's Api, answering every HTTP error as problem+json (and documenting it so)."""
+
+    ERROR_SCHEMA = ProblemSchema
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}

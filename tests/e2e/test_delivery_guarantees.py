@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from shared.events import make_event
-from tests.support.broker_client import drain_queue, publish_raw
+from tests.support.broker_client import publish_raw
 from tests.support.servers import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmqctl
 from tests.support.suite import participant
 from tests.support.tcp_proxy import TcpProxy
@@ -122,15 +122,6 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
     assert by_reason[False].payload["id"] == poison["id"]
     assert "KeyError" in by_reason[False].headers["x-labinov-error"]
     assert suite.metric("notification", "labinov_messages_consumed_total", outcome="retried") == 2
-
-
-_collected: dict = collections.defaultdict(list)
-
-
-def _collect(broker_url: str, queue: str, want: int):
-    _collected[(broker_url, queue)] += drain_queue(broker_url, queue)
-    found = _collected[(broker_url, queue)]
-    return found if len(found) >= want else None
 
 
 def test_two_notification_workers_share_the_queue_without_duplicate_mails(

@@ -31,3 +31,16 @@ def drain_queue(broker_url: str, queue_name: str) -> list:
             message.ack()
             taken.append(message)
     return taken
+
+
+class QueueReader:
+    """Collects what arrives on one queue across calls, for ``wait_until(lambda: reader.at_least(n))``."""
+
+    def __init__(self, broker_url: str, queue_name: str) -> None:
+        self.broker_url = broker_url
+        self.queue_name = queue_name
+        self.messages: list = []
+
+    def at_least(self, count: int) -> list | None:
+        self.messages += drain_queue(self.broker_url, self.queue_name)
+        return self.messages if len(self.messages) >= count else None

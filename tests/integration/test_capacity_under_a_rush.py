@@ -1,0 +1,81 @@
+"""Capacity holds when many processes register for one session at the same moment.
+
+Real OS processes race against the real database (PostgreSQL, and the embedded SQLite default); the
+invariant is checked in the database afterwards, not argued.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from services.registration import domain
+from services.registration.tables import Registration
+from shared.auth import Principal
+from tests.support.racers import register_many
+from tests.support.runtimes import migrated_runtime
+from tests.support.servers import postgres_database
+from tests.support.suite import participant
+
+RACERS = 6
+PER_RACER = 8
+CAPACITY = 5
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request):
+    if request.param == "sqlite":
+        yield None
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def test_a_registration_rush_confirms_exactly_capacity_and_waitlists_the_rest(tmp_path, database_url):
+    runtime = migrated_runtime("registration", tmp_path, database_url)
+    with runtime.unit_of_work() as uow:
+        session = domain.create_session(
+            uow,
+            {
+                "title": "Display expo",
+                "starts_at": datetime.fromisoformat("2027-04-01T09:00:00+08:00"),
+                "ends_at": datetime.fromisoformat("2027-04-01T16:00:00+08:00"),
+                "location": "Tanjung Selor",
+                "capacity": CAPACITY,
+            },
+            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser"),
+        )
+    people = [participant(i) for i in range(RACERS * PER_RACER)]
+    batches = [people[i::RACERS] for i in range(RACERS)]
+    batches[1] = batches[1] + [people[0]]  # the same NIP raced by two processes: one must get 409
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(RACERS)
+    with context.Pool(RACERS) as pool:
+        results = pool.starmap(
+            register_many,
+            [(str(tmp_path), database_url, session.id, batch, barrier) for batch in batches],
+        )
+    outcomes = [o for result in results for o in result]
+
+    assert outcomes.count("confirmed") == CAPACITY
+    assert outcomes.count("waitlisted") == len(people) - CAPACITY
+    assert outcomes.count("conflict") == 1
+    with runtime.unit_of_work() as uow:
+        confirmed = uow.session.scalar(
+            select(func.count()).where(Registration.status == "confirmed", Registration.session_id == session.id)
+        )
+        stored = uow.session.scalar(select(func.count()).select_from(Registration))
+        events = uow.session.execute(
+            select(runtime.outbox.c.event_type, func.count()).group_by(runtime.outbox.c.event_type)
+        ).all()
+    assert confirmed == CAPACITY
+    assert stored == len(people)
+    assert dict(events) == {
+        "session.created": 1,
+        "registration.confirmed": CAPACITY,
+        "registration.waitlisted": len(people) - CAPACITY,
+    }

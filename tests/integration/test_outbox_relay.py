@@ -1,0 +1,85 @@
+"""The outbox relay against the real PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+
+from sqlalchemy import func, select
+
+from shared.messaging.broker import connect
+from shared.messaging.outbox import OutboxRelay
+from shared.messaging.topology import declare_topology
+from tests.support.broker_client import QueueReader
+from tests.support.racers import relay_until_empty
+from tests.support.runtimes import migrated_runtime
+from tests.support.suite import participant
+from tests.support.waiting import wait_until
+
+EVENTS = 300
+
+
+def _write_events(runtime, count: int) -> list[str]:
+    """Write ``count`` registration.confirmed events as the domain would, one transaction each."""
+    ids = []
+    for i in range(count):
+        person = participant(i)
+        with runtime.unit_of_work() as uow:
+            envelope = uow.publish(
+                "registration.confirmed",
+                {
+                    "registration_id": f"00000000-0000-4000-8000-{i:012d}",
+                    "session_id": "s-1",
+                    "session_title": "Sosialisasi",
+                    "session_starts_at": "2027-03-01T09:00:00+08:00",
+                    "session_location": "Aula",
+                    "status": "confirmed",
+                    "phone": "+6281200000001",
+                    **{k: person[k] for k in ("name", "nip", "email", "opd")},
+                },
+            )
+            uow.commit()
+        ids.append(envelope["id"])
+    return ids
+
+
+def _unsent(runtime) -> int:
+    with runtime.engine.connect() as connection:
+        return connection.scalar(select(func.count()).where(runtime.outbox.c.sent_at.is_(None)))
+
+
+def test_one_relay_publishes_pending_rows_in_order_and_marks_them_sent(tmp_path, postgres_url, rabbitmq):
+    broker_url, _ = rabbitmq
+    runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
+    ids = _write_events(runtime, 30)
+    relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration", batch_size=7)
+
+    with connect(broker_url) as connection:
+        declare_topology(connection)
+        while relay.relay_once(connection):
+            pass
+
+    reader = QueueReader(broker_url, "evaluation-events")
+    received = wait_until(lambda: reader.at_least(30), what="30 messages")
+    assert [m.properties["message_id"] for m in received] == ids
+    assert [m.payload["id"] for m in received] == ids
+    assert _unsent(runtime) == 0
+
+
+def test_two_relays_racing_on_one_outbox_publish_every_row_exactly_once(tmp_path, postgres_url, rabbitmq):
+    broker_url, _ = rabbitmq
+    runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
+    ids = _write_events(runtime, EVENTS)
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(2)
+    with context.Pool(2) as pool:
+        counts = pool.starmap(relay_until_empty, [(str(tmp_path), postgres_url, broker_url, barrier) for _ in range(2)])
+
+    reader = QueueReader(broker_url, "notification-events")
+    received = wait_until(lambda: reader.at_least(EVENTS), what="every message")
+    per_id = collections.Counter(m.payload["id"] for m in received)
+    assert set(per_id) == set(ids)
+    assert set(per_id.values()) == {1}, "a row was published twice"
+    assert sum(counts) == EVENTS and min(counts) > 0, f"both relays should have worked: {counts}"
+    assert _unsent(runtime) == 0

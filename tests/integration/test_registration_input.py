@@ -1,0 +1,121 @@
+"""Bad input to the registration endpoint: a clear 4xx naming the field, and nothing written.
+
+Runs against the real PostgreSQL; "nothing written" is checked in the database (no registration, no
+outbox row), not inferred from the status code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from services.registration import domain
+from services.registration.app import create_app
+from services.registration.tables import Registration
+from shared.auth import Principal
+from tests.support.runtimes import migrated_runtime
+from tests.support.suite import participant
+
+
+@pytest.fixture
+def client_and_session(tmp_path, postgres_url):
+    runtime = migrated_runtime("registration", tmp_path, postgres_url)
+    with runtime.unit_of_work() as uow:
+        session = domain.create_session(
+            uow,
+            {
+                "title": "Sosialisasi",
+                "starts_at": datetime.fromisoformat("2027-03-01T09:00:00+08:00"),
+                "ends_at": datetime.fromisoformat("2027-03-01T12:00:00+08:00"),
+                "location": "Aula",
+                "capacity": 10,
+            },
+            Principal("o", "o@example.go.id", "organiser"),
+        )
+    yield runtime, create_app(runtime).test_client(), session.id
+    runtime.engine.dispose()
+
+
+def _written(runtime) -> tuple[int, int]:
+    with runtime.unit_of_work() as uow:
+        registrations = uow.session.scalar(select(func.count()).select_from(Registration))
+        events = uow.session.scalar(select(func.count()).where(runtime.outbox.c.event_type.like("registration.%")))
+    return registrations, events
+
+
+VALID = participant(1)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({k: v for k, v in VALID.items() if k != "email"}, "email", "Missing data"),
+        ({**VALID, "nip": "19850315201001100"}, "nip", "18 digits"),
+        ({**VALID, "nip": "198513152010011001"}, "nip", "birth date"),
+        ({**VALID, "nip": "198503152010013001"}, "nip", "digit 15"),
+        ({**VALID, "email": "sari@"}, "email", ""),
+        ({**VALID, "phone": "+1 650 253 0000"}, "phone", "Indonesian"),
+        ({**VALID, "name": 42}, "name", "Not a valid string"),
+        ({**VALID, "opd": ["Dinas"]}, "opd", "Not a valid string"),
+    ],
+    ids=[
+        "missing-email",
+        "short-nip",
+        "nip-birth-date",
+        "nip-sex-digit",
+        "bad-email",
+        "foreign-phone",
+        "name-not-string",
+        "opd-not-string",
+    ],
+)
+def test_invalid_participant_gets_422_naming_the_field_and_nothing_is_written(client_and_session, body, field, rule):
+    runtime, client, session_id = client_and_session
+    response = client.post(f"/registration/api/v1/sessions/{session_id}/registrations", json=body)
+
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == 422 and problem["title"] and problem["type"]
+    assert field in problem["errors"] and rule in " ".join(problem["errors"][field])
+    assert _written(runtime) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        ("{" + '"name": "' + "x" * 70_000 + '"}', "application/json", 413),
+        ("{not json", "application/json", 400),
+        ('["a", "list"]', "application/json", 422),
+    ],
+    ids=["huge-body", "malformed-json", "not-an-object"],
+)
+def test_unreadable_bodies_get_a_problem_and_nothing_is_written(client_and_session, data, content_type, status):
+    runtime, client, session_id = client_and_session
+    response = client.post(
+        f"/registration/api/v1/sessions/{session_id}/registrations", data=data, content_type=content_type
+    )
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["detail"]
+    assert _written(runtime) == (0, 0)
+
+
+def test_registering_for_an_unknown_session_is_404_and_nothing_is_written(client_and_session):
+    runtime, client, _ = client_and_session
+    response = client.post("/registration/api/v1/sessions/no-such-session/registrations", json=VALID)
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert _written(runtime) == (0, 0)
+
+
+def test_the_same_nip_twice_for_one_session_is_409_and_writes_one_registration(client_and_session):
+    runtime, client, session_id = client_and_session
+    url = f"/registration/api/v1/sessions/{session_id}/registrations"
+    assert client.post(url, json=VALID).status_code == 201
+    again = client.post(url, json={**VALID, "email": "other@kaltaraprov.go.id"})
+    assert again.status_code == 409
+    assert "nip" in again.get_json()["errors"]
+    assert _written(runtime) == (1, 1)

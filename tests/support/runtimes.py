@@ -1,0 +1,23 @@
+"""A service's runtime on a given database, migrated, for tests that call domain operations directly."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from shared.config import load_settings
+from shared.migrations import upgrade
+from shared.runtime import ServiceRuntime
+
+
+def migrated_runtime(
+    service: str, data_dir: Path, database_url: str | None = None, broker_url: str | None = None
+) -> ServiceRuntime:
+    env = {"LABINOV_DATA_DIR": str(data_dir)}
+    if database_url:
+        env[f"LABINOV_{service.upper()}_DATABASE_URL"] = database_url
+    if broker_url:
+        env["LABINOV_BROKER_URL"] = broker_url
+    runtime = importlib.import_module(f"services.{service}.bootstrap").bootstrap(load_settings(service, env))
+    upgrade(runtime)
+    return runtime
