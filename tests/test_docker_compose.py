@@ -13,9 +13,10 @@ import importlib
 import re
 import shlex
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import pytest
 import yaml
@@ -124,7 +125,7 @@ def service_choices(subcommand: str) -> tuple[str, ...]:
     return next(param.type.choices for param in params if param.name in ("service", "services"))
 
 
-def healthcheck_url(name: str):
+def healthcheck_url(name: str) -> SplitResult:
     """The URL a compose service's health check opens."""
     test = compose_services()[name]["healthcheck"]["test"]
     text = test if isinstance(test, str) else " ".join(test)
@@ -151,6 +152,7 @@ def bind_mount(name: str, target_prefix: str) -> Path:
 
 
 def named_volume(name: str, target: str) -> str | None:
+    """The named volume (not a host folder) a compose service mounts at ``target``."""
     for volume in compose_services()[name].get("volumes", []):
         source, mounted_at = volume.split(":")[:2]
         if mounted_at == target and not source.startswith((".", "/")):
@@ -159,12 +161,13 @@ def named_volume(name: str, target: str) -> str | None:
 
 
 def nginx_config() -> str:
+    """The gateway's nginx.conf, found through its mount in docker-compose.yml, without comments."""
     text = bind_mount("gateway", "/etc/nginx/nginx.conf").read_text()
     return re.sub(r"#[^\n]*", "", text)
 
 
 def nginx_locations() -> dict[str, str]:
-    """``location`` prefix (``= /`` kept as ``= /``) → the block's body. Labinov's blocks do not nest."""
+    """``location`` → the block's body; an exact match is keyed ``= /``. Labinov's blocks do not nest."""
     return {
         (exact or "") + path: body
         for exact, path, body in re.findall(r"location\s+(=\s*)?(\S+)\s*\{([^{}]*)\}", nginx_config())
@@ -194,7 +197,7 @@ def final_stage() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def flask_apps(tmp_path_factory) -> dict[str, Flask]:
+def flask_apps(tmp_path_factory) -> Iterator[dict[str, Flask]]:
     """Every service's real Flask app, on embedded defaults in a throw-away data folder."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         for variable in ENVIRONMENT_VARIABLES:
