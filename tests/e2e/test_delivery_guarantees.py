@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from shared.events import make_event
-from tests.support.broker_client import publish_raw
+from tests.support.broker_client import QueueReader, publish_raw
 from tests.support.servers import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmqctl
 from tests.support.suite import participant
 from tests.support.tcp_proxy import TcpProxy
