@@ -55,6 +55,8 @@ def web_command(service: str, port: int, workers: int = 2) -> list[str]:
         "-m",
         "gunicorn",
         f"services.{service}.wsgi:app",
+        "--config",
+        "python:shared.gunicorn_config",
         "--bind",
         f"0.0.0.0:{port}",
         "--workers",

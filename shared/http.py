@@ -73,11 +73,11 @@ def _flatten_errors(messages: Any) -> dict[str, Any]:
     if not isinstance(messages, dict):
         return {"_schema": messages}
     flat: dict[str, Any] = {}
-    for location, fields in messages.items():
-        if isinstance(fields, dict):
-            flat.update(fields)
+    for location, by_field in messages.items():
+        if isinstance(by_field, dict):
+            flat.update(by_field)
         else:
-            flat[location] = fields
+            flat[location] = by_field
     return flat
 
 
