@@ -29,6 +29,11 @@ from shared.messaging.topology import EVENTS_EXCHANGE
 from shared.observability import current_correlation_id
 
 
+def new_id() -> str:
+    """A new random primary key (UUID4 text), the same on SQLite and PostgreSQL."""
+    return str(uuid.uuid4())
+
+
 def create_database_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings Labinov relies on (see the module docstring)."""
     if url.startswith("sqlite"):

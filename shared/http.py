@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
 from jinja2 import ChoiceLoader, FileSystemLoader
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -91,6 +91,13 @@ class ProblemSchema(Schema):
     errors = fields.Dict(
         keys=fields.Str(), values=fields.List(fields.Str()), metadata={"description": "by field (422)"}
     )
+
+
+class PageQuerySchema(Schema):
+    """``limit``/``offset`` of every paginated list; extend it with a list's own filters."""
+
+    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
 
 
 class ProblemApi(Api):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from shared.http import PageQuerySchema
 
-class ParticipantQuerySchema(Schema):
+
+class ParticipantQuerySchema(PageQuerySchema):
     opd = fields.Str(load_default=None, validate=validate.Length(max=200))
-    limit = fields.Int(load_default=100, validate=validate.Range(min=1, max=500))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
 
 
 class ParticipantSchema(Schema):

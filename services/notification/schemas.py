@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from shared.http import PageQuerySchema
 
-class DeliveryQuerySchema(Schema):
+
+class DeliveryQuerySchema(PageQuerySchema):
     email = fields.Str(load_default=None, validate=validate.Length(max=254), metadata={"description": "recipient"})
-    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
 
 
 class DeliverySchema(Schema):

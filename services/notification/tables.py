@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.clock import UTCDateTime
+from shared.db import new_id
 from shared.messaging.tables import define_messaging_tables
 
 
@@ -17,10 +17,6 @@ class Base(DeclarativeBase):
 
 
 outbox, inbox = define_messaging_tables(Base.metadata)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Recipient(Base):

@@ -7,16 +7,13 @@ invariant is checked in the database afterwards, not argued.
 from __future__ import annotations
 
 import multiprocessing
-from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select
 
-from services.registration import domain
 from services.registration.tables import Registration
-from shared.auth import Principal
 from tests.support.racers import register_many
-from tests.support.runtimes import migrated_runtime
+from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.servers import postgres_database
 from tests.support.suite import participant
 
@@ -36,18 +33,7 @@ def database_url(request):
 
 def test_a_registration_rush_confirms_exactly_capacity_and_waitlists_the_rest(tmp_path, database_url):
     runtime = migrated_runtime("registration", tmp_path, database_url)
-    with runtime.unit_of_work() as uow:
-        session = domain.create_session(
-            uow,
-            {
-                "title": "Display expo",
-                "starts_at": datetime.fromisoformat("2027-04-01T09:00:00+08:00"),
-                "ends_at": datetime.fromisoformat("2027-04-01T16:00:00+08:00"),
-                "location": "Tanjung Selor",
-                "capacity": CAPACITY,
-            },
-            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser"),
-        )
+    session = create_session_directly(runtime, CAPACITY, title="Display expo")
     people = [participant(i) for i in range(RACERS * PER_RACER)]
     batches = [people[i::RACERS] for i in range(RACERS)]
     batches[1] = batches[1] + [people[0]]  # the same NIP raced by two processes: one must get 409

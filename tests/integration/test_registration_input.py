@@ -6,34 +6,19 @@ outbox row), not inferred from the status code.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 from sqlalchemy import func, select
 
-from services.registration import domain
 from services.registration.app import create_app
 from services.registration.tables import Registration
-from shared.auth import Principal
-from tests.support.runtimes import migrated_runtime
+from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.suite import participant
 
 
 @pytest.fixture
 def client_and_session(tmp_path, postgres_url):
     runtime = migrated_runtime("registration", tmp_path, postgres_url)
-    with runtime.unit_of_work() as uow:
-        session = domain.create_session(
-            uow,
-            {
-                "title": "Sosialisasi",
-                "starts_at": datetime.fromisoformat("2027-03-01T09:00:00+08:00"),
-                "ends_at": datetime.fromisoformat("2027-03-01T12:00:00+08:00"),
-                "location": "Aula",
-                "capacity": 10,
-            },
-            Principal("o", "o@example.go.id", "organiser"),
-        )
+    session = create_session_directly(runtime, capacity=10)
     yield runtime, create_app(runtime).test_client(), session.id
     runtime.engine.dispose()
 

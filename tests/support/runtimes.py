@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import datetime
 from pathlib import Path
 
 from shared.config import load_settings
@@ -21,3 +22,22 @@ def migrated_runtime(
     runtime = importlib.import_module(f"services.{service}.bootstrap").bootstrap(load_settings(service, env))
     upgrade(runtime)
     return runtime
+
+
+def create_session_directly(runtime: ServiceRuntime, capacity: int, title: str = "Sosialisasi"):
+    """A lab session made through the domain operation (no HTTP), as an organiser would make it."""
+    from services.registration import domain
+    from shared.auth import Principal
+
+    with runtime.unit_of_work() as uow:
+        return domain.create_session(
+            uow,
+            {
+                "title": title,
+                "starts_at": datetime.fromisoformat("2027-03-01T09:00:00+08:00"),
+                "ends_at": datetime.fromisoformat("2027-03-01T12:00:00+08:00"),
+                "location": "Kantor Gubernur Kaltara",
+                "capacity": capacity,
+            },
+            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser"),
+        )
