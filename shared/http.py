@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+import swagger_ui_bundle
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from flask_smorest import Api
 from jinja2 import ChoiceLoader, FileSystemLoader
 from marshmallow import Schema, fields, validate
@@ -146,7 +147,8 @@ def create_service_app(
         OPENAPI_URL_PREFIX=f"/{name}/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # the interactive docs' scripts are served from the swagger-ui-bundle package: no CDN, works offline
+        OPENAPI_SWAGGER_UI_URL=f"/{name}/api/v1/docs/assets/",
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "servers": [{"url": "/"}],
@@ -205,7 +207,7 @@ def _install_request_context(app: Flask, service: str) -> None:
 
 
 def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
-    """Health and metrics: public, so that load balancers and Prometheus can reach them."""
+    """Health, metrics and the API docs' assets: public, so that load balancers and Prometheus reach them."""
     ops = Blueprint(f"{runtime.name}_operations", __name__)
     outbox_registry = CollectorRegistry()
     pending = Gauge(
@@ -220,6 +222,10 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
         ["service"],
         registry=outbox_registry,
     )
+
+    @ops.get("/api/v1/docs/assets/<path:filename>")
+    def docs_assets(filename: str):
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
 
     @ops.get("/health/live")
     def live():
