@@ -63,12 +63,18 @@ def load_private_key_pem(settings: Settings) -> str:
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        try:  # O_EXCL: of several processes starting at once, exactly one writes the key
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
+        # Written completely under a private name, then linked into place: of several processes starting at
+        # once exactly one key wins (link fails if the name exists), and nobody ever reads a half-written file.
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        try:
+            os.link(draft, path)
         except FileExistsError:
-            time.sleep(0.1)
+            pass
+        finally:
+            draft.unlink()
     return path.read_text()
 
 

@@ -109,12 +109,21 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
     return raw
 
 
-def _pem(env: dict[str, str], name: str) -> str | None:
+def _pem(env: dict[str, str], name: str, private: bool) -> str | None:
+    """A PEM key from ``name``, loaded once here so that a corrupt key stops start-up naming the variable."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = env.get(name)
     if raw in (None, ""):
         return None
-    if "-----BEGIN" not in raw:
-        raise ConfigurationError(f"{name} must hold a PEM-encoded key (-----BEGIN ...)")
+    try:
+        if private:
+            serialization.load_pem_private_key(raw.encode(), password=None)
+        else:
+            serialization.load_pem_public_key(raw.encode())
+    except (ValueError, TypeError) as exc:
+        kind = "private" if private else "public"
+        raise ConfigurationError(f"{name} must hold a PEM-encoded {kind} key: {exc}") from None
     return raw
 
 
@@ -124,7 +133,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
     if service not in SERVICES:
         raise ConfigurationError(f"unknown service {service!r}; expected one of {SERVICES}")
     data_dir = Path(env.get("LABINOV_DATA_DIR") or "./var").resolve()
-    port = _int(env, "LABINOV_PORT", 8000)
+    port = _int(env, "LABINOV_PORT", 8000, maximum=65535 - len(SERVICES))  # the services take port+1..+3
 
     broker_url = _url(env, "LABINOV_BROKER_URL", BROKER_SCHEMES)
     database_url = _url(env, f"LABINOV_{service.upper()}_DATABASE_URL", DATABASE_SCHEMES)
@@ -141,8 +150,8 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         database_url=database_url or f"sqlite:///{data_dir / (service + '.sqlite3')}",
         smtp_url=smtp_url,
         mail_from=env.get("LABINOV_MAIL_FROM") or "Labinov <noreply@labinov.local>",
-        jwt_private_key_pem=_pem(env, "LABINOV_JWT_PRIVATE_KEY"),
-        jwt_public_key_pem=_pem(env, "LABINOV_JWT_PUBLIC_KEY"),
+        jwt_private_key_pem=_pem(env, "LABINOV_JWT_PRIVATE_KEY", private=True),
+        jwt_public_key_pem=_pem(env, "LABINOV_JWT_PUBLIC_KEY", private=False),
         jwks_url=_url(env, "LABINOV_JWKS_URL", ("http", "https")),
         token_lifetime_seconds=_int(env, "LABINOV_TOKEN_LIFETIME_SECONDS", 3600, 60, 7 * 24 * 3600),
         max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),

@@ -126,7 +126,7 @@ def make_event(
         loaded = schema.load(as_json)
     except ValidationError as exc:
         raise InvalidEvent(f"{type} v{event_type.version} data does not fit its schema: {exc.messages}") from None
-    return {
+    envelope = {
         "specversion": SPECVERSION,
         "id": str(uuid.uuid4()),
         "source": source,
@@ -138,6 +138,10 @@ def make_event(
         "correlationid": correlation_id,
         "data": schema.dump(loaded),
     }
+    errors = EnvelopeSchema().validate(envelope)
+    if errors:  # a producer's mistake (say, an empty correlation id) must not reach consumers
+        raise InvalidEvent(f"{type} envelope: {errors}")
+    return envelope
 
 
 def _json_default(value: Any) -> str:

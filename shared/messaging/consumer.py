@@ -86,8 +86,7 @@ class EventProcessor:
 
         Raises only if the service's own database cannot be written — then the message must not be acked.
         """
-        headers = dict(headers or {})
-        attempt = int(headers.get(ATTEMPT_HEADER, 1))
+        attempt = _attempt_number(headers or {})
         try:
             event = parse_event(body)
         except InvalidEvent as exc:
@@ -169,6 +168,14 @@ class EventProcessor:
     def _count(self, event_type: str, outcome: str) -> str:
         MESSAGES_CONSUMED.labels(self.service, event_type, outcome).inc()
         return outcome
+
+
+def _attempt_number(headers: Mapping[str, Any]) -> int:
+    """Which attempt this delivery is (1 for the first); a header we cannot read counts as the first."""
+    try:
+        return max(int(headers.get(ATTEMPT_HEADER, 1)), 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 class _QueueConsumer(ConsumerMixin):

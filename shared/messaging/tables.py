@@ -74,7 +74,7 @@ def outbox_row(
     is_event = isinstance(envelope, dict)
     return {
         "event_id": str(envelope.get("id")) if is_event and envelope.get("id") else str(uuid.uuid4()),
-        "event_type": str(envelope.get("type"))[:120] if is_event else "unparseable",
+        "event_type": str(envelope.get("type") or "unparseable")[:120] if is_event else "unparseable",
         "exchange": exchange,
         "routing_key": routing_key,
         "payload": json.dumps(envelope),

@@ -1,0 +1,161 @@
+"""Who may call what (shared/auth.py): every API view declares it, and every protected view enforces it."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+
+import pytest
+from flask import Flask
+
+from services.registration import domain
+from shared.auth import ROLES, TokenVerifier, load_private_key_pem
+from shared.config import SERVICES, load_settings
+
+OUTSIDER_ROLES = (*ROLES, "participant")
+
+
+def api_views(app: Flask) -> dict:
+    return {endpoint: view for endpoint, view in app.view_functions.items() if "_api." in endpoint}
+
+
+def protected_calls(app: Flask) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """``(endpoint, method, url, roles)`` of every API route that needs a token, path params filled."""
+    calls = []
+    for rule in app.url_map.iter_rules():
+        roles = getattr(app.view_functions[rule.endpoint], "labinov_roles", ("anyone",))
+        if "_api." not in rule.endpoint or roles == ("anyone",):
+            continue
+        url = re.sub(r"<(?:[^:<>]+:)?[^<>]+>", str(uuid.uuid4()), rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            calls.append((rule.endpoint, method, url, roles))
+    return calls
+
+
+def call(client, method: str, url: str, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.open(url, method=method, json={}, headers=headers)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_api_view_declares_who_may_call_it(app_for, service):
+    views = api_views(app_for(service))
+    assert views, "no API view found: the endpoint naming convention changed"
+    assert [endpoint for endpoint, view in views.items() if not getattr(view, "labinov_roles", None)] == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_protected_endpoint_without_a_token_answers_401_with_a_challenge(app_for, service):
+    app = app_for(service)
+    calls = protected_calls(app)
+    assert calls, f"{service} has no protected endpoint to check"
+    for endpoint, method, url, _roles in calls:
+        response = call(app.test_client(), method, url)
+        assert response.status_code == 401, endpoint
+        assert response.mimetype == "application/problem+json", endpoint
+        assert response.headers.get("WWW-Authenticate", "").startswith("Bearer"), endpoint
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_protected_endpoint_refuses_a_role_it_does_not_allow_with_403(app_for, mint_token, service):
+    app = app_for(service)
+    settings = app.extensions["labinov"].settings
+    for endpoint, method, url, roles in protected_calls(app):
+        outsider = next(role for role in OUTSIDER_ROLES if role not in roles)
+        response = call(app.test_client(), method, url, mint_token(settings, outsider))
+        assert response.status_code == 403, (endpoint, outsider)
+        assert response.mimetype == "application/problem+json", endpoint
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_protected_endpoint_refuses_an_expired_token_with_401(app_for, mint_token, service):
+    app = app_for(service)
+    settings = app.extensions["labinov"].settings
+    for endpoint, method, url, roles in protected_calls(app):
+        response = call(app.test_client(), method, url, mint_token(settings, roles[0], lifetime=-60))
+        assert response.status_code == 401, endpoint
+        assert "expired" in response.get_json()["detail"], endpoint
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_protected_endpoint_refuses_a_token_signed_by_another_key_with_401(
+    app_for, mint_token, foreign_key_pem, service
+):
+    app = app_for(service)
+    settings = app.extensions["labinov"].settings
+    for endpoint, method, url, roles in protected_calls(app):
+        response = call(app.test_client(), method, url, mint_token(settings, roles[0], key_pem=foreign_key_pem))
+        assert response.status_code == 401, endpoint
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_protected_endpoint_lets_an_allowed_role_through(app_for, mint_token, service):
+    app = app_for(service)
+    settings = app.extensions["labinov"].settings
+    for endpoint, method, url, roles in protected_calls(app):
+        response = call(app.test_client(), method, url, mint_token(settings, roles[0]))
+        assert response.status_code not in (401, 403), (endpoint, response.get_json())
+
+
+# --- the token endpoint -----------------------------------------------------------------------------------
+
+TOKEN_URL = "/registration/api/v1/auth/token"
+PASSWORD = "kaltara-2017-lab"
+
+
+@pytest.fixture
+def organiser(registration_app):
+    with registration_app.extensions["labinov"].unit_of_work() as uow:
+        return domain.create_account(uow, "organiser", "Panitia@KaltaraProv.go.id", PASSWORD, name="Panitia")
+
+
+def test_the_right_password_gets_a_token_that_verifies(registration_app, registration_client, organiser):
+    response = registration_client.post(TOKEN_URL, json={"email": "panitia@kaltaraprov.go.id", "password": PASSWORD})
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] > 0
+    principal = TokenVerifier.from_settings(registration_app.extensions["labinov"].settings).verify(
+        body["access_token"]
+    )
+    assert (principal.account_id, principal.role) == (organiser.id, "organiser")
+
+
+def test_the_token_opens_what_the_role_may_call(registration_client, organiser):
+    token = registration_client.post(TOKEN_URL, json={"email": organiser.email, "password": PASSWORD}).get_json()
+    response = registration_client.get(
+        f"/registration/api/v1/registrations/{uuid.uuid4()}",
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+    )
+    assert response.status_code == 404
+
+
+def test_a_wrong_password_and_an_unknown_email_get_the_same_401(registration_client, organiser):
+    wrong_password = registration_client.post(TOKEN_URL, json={"email": organiser.email, "password": "not-it-at-all"})
+    unknown_email = registration_client.post(
+        TOKEN_URL, json={"email": "nobody@kaltaraprov.go.id", "password": PASSWORD}
+    )
+
+    assert wrong_password.status_code == unknown_email.status_code == 401
+    assert wrong_password.mimetype == unknown_email.mimetype == "application/problem+json"
+    assert wrong_password.get_json() == unknown_email.get_json()
+    assert "access_token" not in wrong_password.get_json()
+
+
+# Processes starting at once (make run) must all read the one complete key, never a half-written file.
+def test_processes_starting_together_all_read_the_same_complete_signing_key(tmp_path):
+    for round_number in range(20):
+        settings = load_settings("registration", env={"LABINOV_DATA_DIR": str(tmp_path / str(round_number))})
+        start, keys = threading.Barrier(8), []
+
+        def read_key(settings=settings, start=start, keys=keys):
+            start.wait()
+            keys.append(load_private_key_pem(settings))
+
+        threads = [threading.Thread(target=read_key) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(keys)) == 1 and keys[0].startswith("-----BEGIN PRIVATE KEY-----"), [k[:16] for k in keys]

@@ -1,0 +1,101 @@
+"""Who may register: NIP, Indonesian mobile number and e-mail rules (services/registration domain and schema)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.registration.domain import nip_problem, normalise_email, normalise_mobile_number
+from services.registration.schemas import ParticipantSchema
+
+#: born 15 March 1985, appointed January 2010, female, sequence 001
+VALID_NIP = "198503152010012001"
+
+
+@pytest.mark.parametrize("nip", [VALID_NIP, "198503152010011001", "199202292015021999"])
+def test_a_valid_nip_is_accepted(nip):
+    assert nip_problem(nip) is None
+
+
+@pytest.mark.parametrize(
+    ("nip", "reason"),
+    [
+        ("19850315201001200", "18 digits"),  # 17 digits
+        ("1985031520100120011", "18 digits"),  # 19 digits
+        ("19850315201001200A", "18 digits"),
+        ("", "18 digits"),
+        ("198502302010012001", "birth date"),  # 30 February
+        ("199002292015022001", "birth date"),  # 29 February of a common year
+        ("198503152010132001", "appointment"),  # month 13
+        ("198503152010002001", "appointment"),  # month 00
+        ("198503152010013001", "digit 15"),  # sex digit 3
+        ("198503152010012000", "sequence"),  # sequence 000
+    ],
+)
+def test_an_impossible_nip_is_refused_with_the_reason(nip, reason):
+    problem = nip_problem(nip)
+    assert problem is not None and reason in problem
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["081234567890", "0812 3456 7890", "0812-3456-7890", "+6281234567890", "+62 812-3456-7890", "6281234567890"],
+)
+def test_indonesian_mobile_numbers_are_normalised_to_e164(raw):
+    assert normalise_mobile_number(raw) == "+6281234567890"
+
+
+@pytest.mark.parametrize("landline", ["021 5551234", "+62 21 5551234"])
+def test_a_landline_is_refused_because_it_cannot_receive_messages(landline):
+    with pytest.raises(ValueError, match="mobile"):
+        normalise_mobile_number(landline)
+
+
+@pytest.mark.parametrize("foreign", ["+60 12-345 6789", "+1 202 555 0123"])
+def test_a_foreign_number_is_refused(foreign):
+    with pytest.raises(ValueError, match="Indonesian"):
+        normalise_mobile_number(foreign)
+
+
+@pytest.mark.parametrize("garbage", ["hello", "0812"])
+def test_something_that_is_not_a_phone_number_is_refused(garbage):
+    with pytest.raises(ValueError):
+        normalise_mobile_number(garbage)
+
+
+def test_an_email_domain_is_normalised_to_lower_case():
+    assert normalise_email("sari@KaltaraProv.go.id") == "sari@kaltaraprov.go.id"
+
+
+@pytest.mark.parametrize("bad", ["sari", "sari@localhost", "sari@@kaltaraprov.go.id"])
+def test_an_invalid_email_is_refused(bad):
+    with pytest.raises(ValueError):
+        normalise_email(bad)
+
+
+def participant(**overrides) -> dict:
+    fields = {
+        "name": "Sari Wulandari",
+        "nip": VALID_NIP,
+        "email": "sari@kaltaraprov.go.id",
+        "phone": "0812 3456 7890",
+        "opd": "Dinas Kesehatan",
+    }
+    return {**fields, **overrides}
+
+
+def test_the_schema_loads_a_valid_participant_with_normalised_contact_details():
+    loaded = ParticipantSchema().load(participant(phone="0812-3456-7890", email="sari@KALTARAPROV.go.id"))
+    assert loaded["phone"] == "+6281234567890"
+    assert loaded["email"] == "sari@kaltaraprov.go.id"
+    assert loaded["position"] is None
+
+
+def test_the_schema_reports_every_bad_field_at_once():
+    errors = ParticipantSchema().validate(participant(nip="198502302010012001", email="sari", phone="021 5551234"))
+    assert set(errors) == {"nip", "email", "phone"}
+    assert "birth date" in errors["nip"][0]
+    assert "mobile" in errors["phone"][0]
+
+
+def test_the_schema_names_every_missing_field():
+    assert set(ParticipantSchema().validate({})) == {"name", "nip", "email", "phone", "opd"}
