@@ -22,7 +22,7 @@ import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from flask_smorest import Api
 from jinja2 import ChoiceLoader, FileSystemLoader
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -94,7 +94,43 @@ class ProblemSchema(Schema):
     )
 
 
-class PageQuerySchema(Schema):
+class RequestSchema(Schema):
+    """Base of every schema that reads a request: refuses text no database can store.
+
+    A NUL character or a lone UTF-16 surrogate (``"\\ud83d"`` in JSON) is valid JSON but not storable text;
+    it is refused as a 422 naming the field instead of failing deep inside the database driver.
+    """
+
+    @pre_load
+    def _refuse_unstorable_text(self, data: Any, **_kwargs) -> Any:
+        if isinstance(data, dict):
+            errors = {
+                key: ["Contains characters that are not allowed (NUL or broken Unicode)."]
+                for key, value in data.items()
+                if _unstorable(value)
+            }
+            if errors:
+                raise ValidationError(errors)
+        return data
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+class PageQuerySchema(RequestSchema):
     """``limit``/``offset`` of every paginated list; extend it with a list's own filters."""
 
     limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=500))
@@ -105,6 +141,15 @@ class ProblemApi(Api):
     """flask-smorest's Api, answering every HTTP error as problem+json (and documenting it so)."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        """Document the error responses as ``application/problem+json``, which is what they are."""
+        success_content_type = self.DEFAULT_RESPONSE_CONTENT_TYPE
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_JSON
+        try:
+            super()._register_responses()
+        finally:
+            self.DEFAULT_RESPONSE_CONTENT_TYPE = success_content_type
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}

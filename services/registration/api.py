@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from services.registration import domain
 from services.registration.schemas import (
+    JwksSchema,
     ParticipantSchema,
     RegistrationSchema,
     SessionCreateSchema,
@@ -54,6 +55,7 @@ def issue_token(credentials):
 
 @blp.get("/auth/jwks.json")
 @public
+@blp.response(200, JwksSchema)
 def jwks():
     """The public key(s) that verify Labinov tokens (JWKS)."""
     return current_app.extensions["labinov_issuer"].jwks()

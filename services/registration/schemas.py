@@ -5,9 +5,10 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
 from services.registration.domain import nip_problem, normalise_email, normalise_mobile_number
+from shared.http import RequestSchema
 
 
-class TokenRequestSchema(Schema):
+class TokenRequestSchema(RequestSchema):
     email = fields.Str(required=True, validate=validate.Length(min=3, max=254))
     password = fields.Str(required=True, validate=validate.Length(min=1, max=200), load_only=True)
 
@@ -18,7 +19,11 @@ class TokenSchema(Schema):
     expires_in = fields.Int(required=True, metadata={"description": "seconds until the token expires"})
 
 
-class SessionCreateSchema(Schema):
+class JwksSchema(Schema):
+    keys = fields.List(fields.Dict(), required=True, metadata={"description": "JSON Web Keys (RFC 7517)"})
+
+
+class SessionCreateSchema(RequestSchema):
     title = fields.Str(required=True, validate=validate.Length(min=3, max=200))
     starts_at = fields.AwareDateTime(required=True, metadata={"example": "2026-12-07T09:00:00+08:00"})
     ends_at = fields.AwareDateTime(required=True, metadata={"example": "2026-12-07T12:00:00+08:00"})
@@ -32,7 +37,7 @@ class SessionSchema(SessionCreateSchema):
     confirmed_count = fields.Int(dump_only=True)
 
 
-class ParticipantSchema(Schema):
+class ParticipantSchema(RequestSchema):
     """Who registers: a civil servant (ASN) of an agency (OPD)."""
 
     name = fields.Str(required=True, validate=validate.Length(min=2, max=200))
