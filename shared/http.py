@@ -188,7 +188,7 @@ def create_service_app(
         SECRET_KEY=runtime.settings.secret_key or os.urandom(32),
         API_TITLE=api_title,
         API_VERSION="v1",
-        OPENAPI_VERSION="3.1.0",
+        OPENAPI_VERSION="3.0.3",  # the bundled Swagger UI 4 renders 3.0 documents
         OPENAPI_URL_PREFIX=f"/{name}/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",

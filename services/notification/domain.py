@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -113,6 +113,7 @@ def compose(delivery, mail_from: str) -> EmailMessage:
     message["From"] = mail_from
     message["To"] = delivery.recipient
     message["Subject"] = delivery.subject
+    message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(idstring=delivery.id, domain="labinov.local")
     message["X-Labinov-Delivery"] = delivery.id
     if delivery.correlation_id:

@@ -97,7 +97,7 @@ def get_session(session_id):
 @blp.alt_response(404, description="No such session")
 @blp.alt_response(409, description="This NIP is already registered for the session")
 def register(participant, session_id):
-    """Register for a session: ``confirmed`` while seats remain, ``waitlisted`` after."""
+    """Register for a session: `confirmed` while seats remain, `waitlisted` after."""
     with runtime_of().unit_of_work() as uow:
         return domain.register_participant(uow, session_id, participant)
 
