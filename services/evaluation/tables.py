@@ -8,6 +8,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.clock import UTCDateTime
+from shared.idempotency import define_idempotency_table
 from shared.messaging.tables import define_messaging_tables
 
 
@@ -16,6 +17,7 @@ class Base(DeclarativeBase):
 
 
 outbox, inbox = define_messaging_tables(Base.metadata)
+idempotency_keys = define_idempotency_table(Base.metadata)
 
 
 class Participant(Base):

@@ -24,6 +24,7 @@ from services.registration.schemas import (
 )
 from shared.auth import current_principal, public, requires
 from shared.http import runtime_of
+from shared.idempotency import idempotent
 
 blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
 
@@ -63,6 +64,7 @@ def jwks():
 
 @blp.post("/sessions")
 @requires("organiser")
+@idempotent
 @blp.arguments(SessionCreateSchema)
 @blp.response(201, SessionSchema)
 def create_session(fields):
@@ -92,6 +94,7 @@ def get_session(session_id):
 
 @blp.post("/sessions/<session_id>/registrations")
 @public
+@idempotent
 @blp.arguments(ParticipantSchema)
 @blp.response(201, RegistrationSchema)
 @blp.alt_response(404, description="No such session")

@@ -9,6 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.clock import UTCDateTime
 from shared.db import new_id
+from shared.idempotency import define_idempotency_table
 from shared.messaging.tables import define_messaging_tables
 
 
@@ -17,6 +18,7 @@ class Base(DeclarativeBase):
 
 
 outbox, inbox = define_messaging_tables(Base.metadata)
+idempotency_keys = define_idempotency_table(Base.metadata)
 
 
 class Account(Base):
