@@ -20,6 +20,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
 from services.cli import main as labinov_cli
@@ -28,10 +30,12 @@ from shared.config import ENVIRONMENT_VARIABLES, SERVICES, Settings, load_settin
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Stand-ins for the secrets compose requires from the environment (``${NAME:?...}``), so the settings can
-#: be loaded the way a container would load them. Only their shape matters to ``load_settings``.
+#: be loaded the way a container would load them (``load_settings`` loads the key, so it must be a real one).
 STAND_IN_SECRETS = {
     "LABINOV_SECRET_KEY": "a-long-random-string",
-    "LABINOV_JWT_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nstand-in\n-----END PRIVATE KEY-----\n",
+    "LABINOV_JWT_PRIVATE_KEY": Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    .decode(),
 }
 SECRET_VARIABLES = ("LABINOV_SECRET_KEY", "LABINOV_JWT_PRIVATE_KEY")
 _INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
