@@ -17,6 +17,7 @@ Sending is split in two so that no mail is lost or doubled:
 from __future__ import annotations
 
 import logging
+import smtplib
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -129,15 +130,29 @@ def send_due_mail(runtime: ServiceRuntime, transport: MailTransport, batch_size:
     token, rows = claim_due_rows(
         runtime.engine, table, (c.status == "pending", c.next_attempt_at <= utcnow()), batch_size, SEND_LEASE
     )
-    for row in rows:
-        try:
-            transport.send(compose(row, runtime.settings.mail_from))
-        except Exception as exc:
-            log.warning("delivery %s to %s failed: %r", row.id, row.recipient, exc)
-            _record_failure(runtime, token, row, f"{type(exc).__name__}: {exc}")
-        else:
-            _record_outcome(runtime, token, row, "sent", None)
+    if not rows:
+        return 0
+    settled: set[str] = set()
+    try:
+        with transport.connection() as send:
+            for row in rows:
+                try:
+                    send(compose(row, runtime.settings.mail_from))
+                except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+                    _record_failure(runtime, token, row, _describe(exc))  # this message was refused
+                else:
+                    _record_outcome(runtime, token, row, "sent", None)
+                settled.add(row.id)
+    except Exception as exc:  # no connection, or it broke: every message not yet settled waits for a retry
+        log.warning("mail server unavailable, %d deliveries wait: %s", len(rows) - len(settled), _describe(exc))
+        for row in rows:
+            if row.id not in settled:
+                _record_failure(runtime, token, row, _describe(exc))
     return len(rows)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _record_failure(runtime: ServiceRuntime, token: str, row, error: str) -> None:

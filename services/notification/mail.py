@@ -1,18 +1,25 @@
 """Where mail goes: a real SMTP server (``LABINOV_SMTP_URL``) or, on a local run, a Maildir under the data
-folder that the notification service's mailbox page lists. Both take a standard ``EmailMessage``."""
+folder that the notification service's mailbox page lists. Both take a standard ``EmailMessage``.
+
+A transport opens one :meth:`~MailTransport.connection` for a batch of messages (one SMTP session, not one
+per mail); a failure to connect raises from ``connection()``, a refused message raises from ``send``."""
 
 from __future__ import annotations
 
 import mailbox
 import smtplib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+Send = Callable[[EmailMessage], None]
+
 
 class MailTransport(Protocol):
-    def send(self, message: EmailMessage) -> None: ...
+    def connection(self) -> AbstractContextManager[Send]: ...
 
 
 class SmtpTransport:
@@ -27,7 +34,8 @@ class SmtpTransport:
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
 
-    def send(self, message: EmailMessage) -> None:
+    @contextmanager
+    def connection(self) -> Iterator[Send]:
         client_class = smtplib.SMTP_SSL if self.secure else smtplib.SMTP
         with client_class(self.host, self.port, timeout=self.timeout) as client:
             if not self.secure:
@@ -36,7 +44,7 @@ class SmtpTransport:
                     client.starttls()
             if self.username:
                 client.login(self.username, self.password or "")
-            client.send_message(message)
+            yield client.send_message
 
 
 class MaildirTransport:
@@ -45,10 +53,11 @@ class MaildirTransport:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def send(self, message: EmailMessage) -> None:
+    @contextmanager
+    def connection(self) -> Iterator[Send]:
         for folder in ("tmp", "new", "cur"):  # Maildir(create=True) skips these when the folder exists
             (self.path / folder).mkdir(parents=True, exist_ok=True)
-        mailbox.Maildir(self.path, create=False).add(message)
+        yield mailbox.Maildir(self.path, create=False).add
 
     def messages(self, limit: int = 100) -> list[mailbox.MaildirMessage]:
         if not self.path.exists():
