@@ -23,14 +23,13 @@ from services.registration.schemas import (
     TokenSchema,
 )
 from shared.auth import current_principal, public, requires
-from shared.http import runtime_of
+from shared.http import PageQuerySchema, runtime_of
 from shared.idempotency import idempotent
 
 blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
 
 
-def _session_view(uow, session):
-    seats = domain.seat_count(uow, session)
+def _session_view(session, seats: domain.SeatCount) -> dict:
     return {
         **{c: getattr(session, c) for c in ("id", "title", "starts_at", "ends_at", "location", "capacity")},
         "seats_available": seats.available,
@@ -71,16 +70,17 @@ def create_session(fields):
     """Open a lab session."""
     with runtime_of().unit_of_work() as uow:
         session = domain.create_session(uow, fields, current_principal())
-        return _session_view(uow, session)
+        return _session_view(session, domain.seat_count(uow, session))
 
 
 @blp.get("/sessions")
 @public
+@blp.arguments(PageQuerySchema, location="query")
 @blp.response(200, SessionSchema(many=True))
-def list_sessions():
-    """All sessions, soonest first, with the seats left."""
+def list_sessions(page):
+    """Sessions, soonest first, with the seats left (`limit`/`offset` pages through them)."""
     with runtime_of().unit_of_work() as uow:
-        return [_session_view(uow, s) for s in domain.list_sessions(uow)]
+        return [_session_view(*item) for item in domain.list_sessions(uow, page["limit"], page["offset"])]
 
 
 @blp.get("/sessions/<session_id>")
@@ -89,7 +89,8 @@ def list_sessions():
 def get_session(session_id):
     """One session with the seats left."""
     with runtime_of().unit_of_work() as uow:
-        return _session_view(uow, domain.get_session(uow, session_id))
+        session = domain.get_session(uow, session_id)
+        return _session_view(session, domain.seat_count(uow, session))
 
 
 @blp.post("/sessions/<session_id>/registrations")

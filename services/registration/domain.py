@@ -170,10 +170,6 @@ def get_session(uow: UnitOfWork, session_id: str, lock: bool = False) -> LabSess
     return session
 
 
-def list_sessions(uow: UnitOfWork) -> list[LabSession]:
-    return list(uow.session.scalars(select(LabSession).order_by(LabSession.starts_at)))
-
-
 @dataclass(frozen=True)
 class SeatCount:
     capacity: int
@@ -182,6 +178,24 @@ class SeatCount:
     @property
     def available(self) -> int:
         return max(self.capacity - self.confirmed, 0)
+
+
+def list_sessions(uow: UnitOfWork, limit: int = 100, offset: int = 0) -> list[tuple[LabSession, SeatCount]]:
+    """Sessions, soonest first, each with its seats — in one query, however many sessions there are."""
+    confirmed = (
+        select(Registration.session_id, func.count().label("confirmed"))
+        .where(Registration.status == "confirmed")
+        .group_by(Registration.session_id)
+        .subquery()
+    )
+    rows = uow.session.execute(
+        select(LabSession, func.coalesce(confirmed.c.confirmed, 0))
+        .outerjoin(confirmed, confirmed.c.session_id == LabSession.id)
+        .order_by(LabSession.starts_at, LabSession.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [(session, SeatCount(session.capacity, int(count))) for session, count in rows]
 
 
 def seat_count(uow: UnitOfWork, session: LabSession) -> SeatCount:

@@ -45,7 +45,6 @@ from shared.messaging.topology import (
 )
 from shared.observability import (
     MESSAGES_CONSUMED,
-    new_correlation_id,
     reset_correlation_id,
     set_correlation_id,
 )
@@ -201,6 +200,15 @@ class _QueueConsumer(ConsumerMixin):
         ]
 
     def on_message(self, body: Any, message) -> None:
+        self._settle(body, message)
+
+    def on_decode_error(self, message, exc: Exception) -> None:
+        """Not JSON (or not an accepted content type): dead-letter the raw body like any unfit message."""
+        raw = message.body if isinstance(message.body, str) else repr(message.body)[:10000]
+        self._settle({"undecodable": raw, "error": str(exc)}, message)
+
+    def _settle(self, body: Any, message) -> None:
+        """Process, then ack — only once the outcome is committed in the service's own database."""
         try:
             self.processor.process(body, message.headers)
         except Exception:  # our own database is away: leave the message to the broker, try again later
@@ -209,20 +217,6 @@ class _QueueConsumer(ConsumerMixin):
             time.sleep(1)
             return
         message.ack()
-
-    def on_decode_error(self, message, exc: Exception) -> None:
-        token = set_correlation_id(new_correlation_id())
-        try:
-            self.processor.process(
-                {
-                    "undecodable": message.body if isinstance(message.body, str) else repr(message.body)[:10000],
-                    "error": str(exc),
-                },
-                message.headers,
-            )
-            message.ack()
-        finally:
-            reset_correlation_id(token)
 
 
 def consume_events(broker_url: str, processor: EventProcessor, stop: threading.Event) -> None:

@@ -107,6 +107,14 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
     ).start()
 
     publish_raw(broker_url, {"hello": "not an event"}, "registration.confirmed")
+    publish_raw(
+        broker_url,
+        "<xml>not even JSON</xml>",
+        "registration.confirmed",
+        content_type="text/plain",
+        content_encoding="utf-8",
+        serializer=None,
+    )
     # well-formed, but no mail template exists for a "confirmed" event that says "cancelled": the handler
     # fails every time, as with a bug or a lasting outage of something it needs
     poison = _registration_confirmed(2, status="cancelled")
@@ -116,12 +124,14 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
 
     wait_until(lambda: smtp_server.to("baik@kaltaraprov.go.id"), what="the good message's mail")
     dead_letters = QueueReader(broker_url, "notification-dead")
-    dead = wait_until(lambda: dead_letters.at_least(2), timeout=60, what="two dead letters")
-    by_reason = {("envelope" in m.headers["x-labinov-error"]): m for m in dead}
-    assert by_reason[True].headers["x-labinov-attempt"] == 1  # invalid: dead at once, no retries
-    assert by_reason[False].headers["x-labinov-attempt"] == 3  # failing: dead after the third attempt
-    assert by_reason[False].payload["id"] == poison["id"]
-    assert "KeyError" in by_reason[False].headers["x-labinov-error"]
+    dead = wait_until(lambda: dead_letters.at_least(3), timeout=60, what="three dead letters")
+    [failing] = [m for m in dead if m.payload.get("id") == poison["id"]]
+    unfit = [m for m in dead if m is not failing]
+    assert failing.headers["x-labinov-attempt"] == 3  # failing: dead after the third attempt
+    assert "KeyError" in failing.headers["x-labinov-error"]
+    assert [m.headers["x-labinov-attempt"] for m in unfit] == [1, 1]  # unfit: dead at once, no retries
+    assert sorted("undecodable" in m.payload for m in unfit) == [False, True]
+    assert len(dead) == 3
     assert suite.metric("notification", "labinov_messages_consumed_total", outcome="retried") == 2
 
 
