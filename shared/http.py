@@ -134,7 +134,7 @@ class PageQuerySchema(RequestSchema):
     """``limit``/``offset`` of every paginated list; extend it with a list's own filters."""
 
     limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=10_000_000))
 
 
 class ProblemApi(Api):
