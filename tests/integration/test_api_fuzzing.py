@@ -43,9 +43,11 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(serv
     operations = [result.ok() for result in service_schema.get_all_operations()]
     assert operations
     for operation in operations:
-
+        # derandomize: the same examples every run, so CI fails for a change in the code, never by chance
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def call(case):
             case.call_and_validate(headers=service_schema.labinov_headers, checks=CHECKS)
 
