@@ -14,7 +14,6 @@ through the helpers here, so that both engines behave alike where correctness de
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -79,11 +78,9 @@ class UnitOfWork:
         self._outbox = outbox
         self.source = source
         self.session: Session | None = None
-        self.published: list[dict[str, Any]] = []
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
-        self.published = []
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -118,7 +115,6 @@ class UnitOfWork:
         self.session.execute(
             insert(self._outbox).values(**outbox_row(envelope, exchange, routing_key, headers or {}, not_before))
         )
-        self.published.append(envelope)
 
     def commit(self) -> None:
         assert self.session is not None
@@ -127,9 +123,6 @@ class UnitOfWork:
     def flush(self) -> None:
         assert self.session is not None
         self.session.flush()
-
-
-UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
 def claim_due_rows(

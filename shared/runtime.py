@@ -6,7 +6,7 @@ the Flask app, the worker, a test — receives the :class:`ServiceRuntime` and n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, Table
@@ -26,7 +26,6 @@ class ServiceRuntime:
     outbox: Table
     inbox: Table
     package_dir: Path
-    extras: dict = field(default_factory=dict)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.outbox, source=f"/{self.name}")
