@@ -12,6 +12,7 @@ reachable, else on the embedded defaults, then measures:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -65,6 +66,33 @@ def measure(suite: Suite, smtp: SmtpServer, registrations: int, clients: int, ca
     }
 
 
+def run_on_servers(root: Path, smtp: SmtpServer, args) -> dict:
+    with (
+        rabbitmq_vhost() as (amqp_url, _),
+        postgres_database() as r,
+        postgres_database() as n,
+        postgres_database() as e,
+    ):
+        suite = Suite(
+            root,
+            broker_url=amqp_url,
+            smtp_url=smtp.url,
+            database_urls={"registration": r, "notification": n, "evaluation": e},
+        )
+        try:
+            return measure(suite.start(), smtp, args.registrations, args.clients, args.capacity)
+        finally:
+            suite.stop()
+
+
+def run_embedded(root: Path, smtp: SmtpServer, args) -> dict:
+    suite = Suite(root, smtp_url=smtp.url)
+    try:
+        return measure(suite.start(), smtp, args.registrations, args.clients, args.capacity)
+    finally:
+        suite.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", default="bench-results.txt")
@@ -73,39 +101,21 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=200)
     args = parser.parse_args()
 
-    real_servers = postgres_problem() is None and rabbitmq_problem() is None
     lines = [
         f"# Labinov benchmark, {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"# machine: {platform.node()} {platform.machine()}, python {platform.python_version()}",
+        f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "# command: make bench",
     ]
-    with tempfile.TemporaryDirectory() as tmp, SmtpServer() as smtp:
-        if real_servers:
-            with (
-                rabbitmq_vhost() as (amqp_url, _),
-                postgres_database() as r,
-                postgres_database() as n,
-                postgres_database() as e,
-            ):
-                suite = Suite(
-                    Path(tmp),
-                    broker_url=amqp_url,
-                    smtp_url=smtp.url,
-                    database_urls={"registration": r, "notification": n, "evaluation": e},
-                )
-                lines.append("# backends: PostgreSQL + RabbitMQ")
-                try:
-                    results = measure(suite.start(), smtp, args.registrations, args.clients, args.capacity)
-                finally:
-                    suite.stop()
-        else:
-            suite = Suite(Path(tmp), smtp_url=smtp.url)
-            lines.append("# backends: embedded (SQLite + embedded Redis)")
-            try:
-                results = measure(suite.start(), smtp, args.registrations, args.clients, args.capacity)
-            finally:
-                suite.stop()
-    lines += [f"{name}: {value}" for name, value in results.items()]
+    runs = [("embedded defaults (SQLite + embedded Redis)", run_embedded)]
+    if postgres_problem() is None and rabbitmq_problem() is None:
+        runs.insert(0, ("PostgreSQL + RabbitMQ", run_on_servers))
+    else:
+        lines.append(f"# skipped PostgreSQL + RabbitMQ: {postgres_problem() or rabbitmq_problem()}")
+    for title, run in runs:
+        with tempfile.TemporaryDirectory() as tmp, SmtpServer() as smtp:
+            results = run(Path(tmp), smtp, args)
+        lines.append(f"\n## {title}")
+        lines += [f"{name}: {value}" for name, value in results.items()]
     Path(args.output).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
