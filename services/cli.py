@@ -50,27 +50,12 @@ def worker(service: str) -> None:
 
 
 def web_command(service: str, port: int, workers: int = 2) -> list[str]:
+    """The web process of ``service``: gunicorn with the shared settings in ``shared/gunicorn_config.py``."""
     return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"services.{service}.wsgi:app",
-        "--config",
-        "python:shared.gunicorn_config",
-        "--bind",
-        f"0.0.0.0:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        "4",
-        "--graceful-timeout",
-        "10",
-        "--access-logfile",
-        "-",
-        "--name",
-        f"labinov-{service}",
-        "--no-control-socket",
-    ]
+        sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
+        "--config", "python:shared.gunicorn_config",
+        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--name", f"labinov-{service}",
+    ]  # fmt: skip
 
 
 @main.command()
@@ -86,24 +71,12 @@ def web(service: str, workers: int) -> None:
 def gateway() -> None:
     """Serve the one address (LABINOV_PORT) that routes /<service>/ to each service's own port."""
     port = load_settings("registration").port
-    os.execv(
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "services.gateway:app",
-            "--bind",
-            f"0.0.0.0:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "16",
-            "--name",
-            "labinov-gateway",
-            "--no-control-socket",
-        ],
-    )
+    command = [
+        sys.executable, "-m", "gunicorn", "services.gateway:app",
+        "--config", "python:shared.gunicorn_config",
+        "--bind", f"0.0.0.0:{port}", "--workers", "1", "--threads", "16", "--name", "labinov-gateway",
+    ]  # fmt: skip
+    os.execv(sys.executable, command)
 
 
 @main.group()
