@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -57,25 +58,41 @@ def load_private_key_pem(settings: Settings) -> str:
     """The signing key: from the environment, or created once in the data folder (embedded runs)."""
     if settings.jwt_private_key_pem:
         return settings.jwt_private_key_pem
-    path = settings.keys_dir / _PRIVATE_KEY_FILE
+    return read_or_create_secret(
+        settings.keys_dir / _PRIVATE_KEY_FILE,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    ).decode()
+
+
+def load_secret_key(settings: Settings) -> bytes:
+    """Flask's secret key: from the environment, or created once in the data folder (embedded runs), so that
+    every process of a service signs sessions and CSRF tokens alike."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return read_or_create_secret(settings.keys_dir / "flask-secret-key", lambda: secrets.token_bytes(32))
+
+
+def read_or_create_secret(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The secret in ``path``, made by ``make`` and stored (mode 0600) if there is none yet.
+
+    Written completely under a private name, then linked into place: of several processes starting at once
+    exactly one secret wins (``link`` fails if the name exists), and nobody ever reads a half-written file.
+    """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        # Written completely under a private name, then linked into place: of several processes starting at
-        # once exactly one key wins (link fails if the name exists), and nobody ever reads a half-written file.
         draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+            handle.write(make())
         try:
             os.link(draft, path)
         except FileExistsError:
             pass
         finally:
             draft.unlink()
-    return path.read_text()
+    return path.read_bytes()
 
 
 def _key_id(public_pem: bytes) -> str:

@@ -33,7 +33,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_EVALUATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
     "LABINOV_SMTP_URL": "smtp://[user:pass@]host:port or smtps://...; unset = local mailbox",
     "LABINOV_MAIL_FROM": "sender of outgoing mail",
-    "LABINOV_SECRET_KEY": "signs form sessions and CSRF tokens; unset = random per process",
+    "LABINOV_SECRET_KEY": "signs form sessions and CSRF tokens; unset = generated once into the data folder",
     "LABINOV_JWT_PRIVATE_KEY": "PEM Ed25519 key that signs tokens (registration); unset = generated in data folder",
     "LABINOV_JWT_PUBLIC_KEY": "PEM public key that verifies tokens (other services)",
     "LABINOV_JWKS_URL": "where to fetch the verifying keys instead (registration's /auth/jwks.json)",

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
 from shared import db
+from shared.auth import load_secret_key
 from shared.errors import DomainError
 from shared.messaging import broker
 from shared.messaging.outbox import pending_summary
@@ -185,7 +186,7 @@ def create_service_app(
     )
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        SECRET_KEY=runtime.settings.secret_key or os.urandom(32),
+        SECRET_KEY=load_secret_key(runtime.settings),
         API_TITLE=api_title,
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",  # the bundled Swagger UI 4 renders 3.0 documents
