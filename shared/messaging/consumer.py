@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +57,7 @@ Handler = Callable[[UnitOfWork, Event], None]
 ATTEMPT_HEADER = "x-labinov-attempt"
 ERROR_HEADER = "x-labinov-error"
 PREFETCH_COUNT = 10
+RECONNECT_INTERVAL_MAX = 5  # seconds between attempts while the broker is away
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -187,6 +189,23 @@ class _QueueConsumer(ConsumerMixin):
     def should_stop(self) -> bool:  # ConsumerMixin polls this between drains
         return self.stop.is_set()
 
+    @contextmanager
+    def establish_connection(self):
+        """ConsumerMixin's, retrying at most every few seconds and giving up as soon as the worker stops."""
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error,
+                interval_start=1,
+                interval_step=1,
+                interval_max=RECONNECT_INTERVAL_MAX,
+                callback=self._give_up_if_stopping,
+            )
+            yield connection
+
+    def _give_up_if_stopping(self) -> None:
+        if self.stop.is_set():
+            raise _Stopping
+
     def get_consumers(self, Consumer, channel):
         declare_topology(self.connection)
         return [
@@ -219,7 +238,14 @@ class _QueueConsumer(ConsumerMixin):
         message.ack()
 
 
+class _Stopping(Exception):
+    """Raised inside a reconnect loop when the worker is asked to stop."""
+
+
 def consume_events(broker_url: str, processor: EventProcessor, stop: threading.Event) -> None:
     """Consume the service's queue until ``stop`` is set; reconnects by itself if the broker goes away."""
     with connect(broker_url) as connection:
-        _QueueConsumer(connection, processor, stop).run()
+        try:
+            _QueueConsumer(connection, processor, stop).run()
+        except _Stopping:
+            pass
