@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 
+from shared.housekeeping import housekeeping_loop
 from shared.messaging.consumer import EventProcessor, Handler, consume_events
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.topology import SUBSCRIPTIONS
@@ -39,7 +40,7 @@ def run_worker(
     loops: Mapping[str, BackgroundLoop] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``): relay, consumer (if subscribed), background loops."""
+    """Run until SIGTERM/SIGINT (or ``stop``): relay, consumer (if subscribed), housekeeping, ``loops``."""
     configure_logging(runtime.name, "worker")
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -54,7 +55,7 @@ def run_worker(
     if runtime.name in SUBSCRIPTIONS:
         processor = event_processor(runtime, handlers)
         parts["consumer"] = lambda: consume_events(runtime.settings.broker_url, processor, stop)
-    for name, loop in (loops or {}).items():
+    for name, loop in {"housekeeping": housekeeping_loop, **(loops or {})}.items():
         parts[name] = lambda loop=loop: loop(runtime, stop)
 
     threads = [
