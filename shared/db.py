@@ -126,7 +126,7 @@ class UnitOfWork:
 
 
 def claim_due_rows(
-    engine: Engine, table: Table, due: tuple, batch_size: int, lease: timedelta
+    engine: Engine, table: Table, due: tuple, batch_size: int, lease: timedelta, order_by: tuple = ()
 ) -> tuple[str, list[Any]]:
     """Claim up to ``batch_size`` rows of ``table`` matching ``due`` for one worker, for ``lease``.
 
@@ -138,13 +138,15 @@ def claim_due_rows(
     without waiting, and the outer ``WHERE`` is re-checked on the locked row version, so a row claimed
     meanwhile is never claimed twice. On SQLite the statement runs under the database write lock.
     A worker that dies holding a claim only delays its rows until the lease expires.
-    Returns the claim token (to guard later updates) and the claimed rows in id order.
+    Rows are taken in ``order_by`` order (default: id) and returned in it, with the claim token that
+    guards every later update of them.
     """
     now = utcnow()
     token = uuid.uuid4().hex
     c = table.c
     conditions = (*due, or_(c.claimed_until.is_(None), c.claimed_until < now))
-    due_ids = select(c.id).where(*conditions).order_by(c.id).limit(batch_size)
+    order = (*order_by, c.id)
+    due_ids = select(c.id).where(*conditions).order_by(*order).limit(batch_size)
     if is_postgresql(engine):
         due_ids = due_ids.with_for_update(skip_locked=True)
     with engine.begin() as connection:
@@ -153,7 +155,7 @@ def claim_due_rows(
             .where(c.id.in_(due_ids.scalar_subquery()), *conditions)
             .values(claim_token=token, claimed_until=now + lease)
         )
-        rows = connection.execute(select(table).where(c.claim_token == token).order_by(c.id)).all()
+        rows = connection.execute(select(table).where(c.claim_token == token).order_by(*order)).all()
     return token, rows
 
 
