@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ class RequestSchema(Schema):
 
     @pre_load
     def _refuse_unstorable_text(self, data: Any, **_kwargs) -> Any:
-        if isinstance(data, dict):
+        if isinstance(data, Mapping):  # a JSON object, or webargs' proxy of the query string
             errors = {
                 key: ["Contains characters that are not allowed (NUL or broken Unicode)."]
                 for key, value in data.items()
@@ -116,6 +116,7 @@ class RequestSchema(Schema):
 
 
 def _unstorable(value: Any) -> bool:
+    """True if ``value`` holds text no database can store (NUL, or a lone surrogate), at any depth."""
     if isinstance(value, str):
         if "\x00" in value:
             return True
@@ -124,7 +125,7 @@ def _unstorable(value: Any) -> bool:
         except UnicodeEncodeError:
             return True
         return False
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_unstorable(v) for v in value)
@@ -230,11 +231,14 @@ def runtime_of(app: Flask | None = None) -> ServiceRuntime:
 
 def _install_request_context(app: Flask, service: str) -> None:
     @app.before_request
-    def _start() -> None:
+    def _start() -> Response | None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else new_correlation_id()
         g.correlation_token = set_correlation_id(g.request_id)
         g.started = time.perf_counter()
+        if request.view_args and _unstorable(request.view_args):  # no record can have such an id
+            return problem(404, "Not Found", "No resource has that identifier.")
+        return None
 
     @app.after_request
     def _finish(response: Response) -> Response:

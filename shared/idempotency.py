@@ -14,8 +14,8 @@ How (one row per key in the service's ``idempotency_keys`` table):
 3. A later request with the same key and the same body is **replayed**; with a different body it is refused
    (``422``): a key names one request.
 
-Scope: method, path and caller (the token's subject, or ``anonymous``), so keys of different callers never
-meet. Keys expire after :data:`KEY_LIFETIME`. The one window — the process dies after the view committed
+Scope: method, path and caller (the token's subject; for anonymous callers, the request body), so keys of
+different callers never meet. Keys expire after :data:`KEY_LIFETIME`. The one window — the process dies after the view committed
 but before its answer was stored — leaves a claim without an answer; after :data:`CLAIM_TIMEOUT` a retry
 runs the view again, which the domain's own rules keep harmless (the same NIP twice for a session is a
 ``409``, never a second registration).
@@ -81,9 +81,8 @@ def idempotent(view):
             return problem(400, "Bad Request", f"{HEADER} must be 1 to 200 visible ASCII characters.")
         runtime = runtime_of()
         table = runtime.metadata.tables["idempotency_keys"]
-        principal = g.get("principal")
-        scope = f"{request.method} {request.path} {principal.account_id if principal else 'anonymous'}"
         fingerprint = hashlib.sha256(request.get_data()).hexdigest()
+        scope = _scope(fingerprint)
 
         earlier = _claim(runtime.engine, table, scope, key, fingerprint)
         if earlier is not None:
@@ -117,6 +116,17 @@ def idempotent(view):
         }
     )
     return wrapper
+
+
+def _scope(fingerprint: str) -> str:
+    """Whose key this is: method, path and caller, hashed to a fixed length (paths can be long).
+
+    Anonymous callers cannot be told apart, so for them the request itself is part of the scope: two
+    participants who happen to pick the same key never see each other's answers.
+    """
+    principal = g.get("principal")
+    caller = principal.account_id if principal else f"anonymous {fingerprint}"
+    return hashlib.sha256(f"{request.method} {request.path} {caller}".encode()).hexdigest()
 
 
 def _claim(engine, table: Table, scope: str, key: str, fingerprint: str):

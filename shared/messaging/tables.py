@@ -69,12 +69,12 @@ def outbox_row(
     headers: dict[str, Any],
     not_before: datetime | None,
 ) -> dict[str, Any]:
-    """The column values of one outbox row carrying ``envelope``."""
+    """The column values of one outbox row carrying ``envelope`` — which, for a dead letter, may be anything."""
     now = utcnow()
-    is_event = isinstance(envelope, dict)
+    fields = envelope if isinstance(envelope, dict) else {}
     return {
-        "event_id": str(envelope.get("id")) if is_event and envelope.get("id") else str(uuid.uuid4()),
-        "event_type": str(envelope.get("type") or "unparseable")[:120] if is_event else "unparseable",
+        "event_id": _uuid_or_new(fields.get("id")),
+        "event_type": str(fields.get("type") or "unparseable")[:120],
         "exchange": exchange,
         "routing_key": routing_key,
         "payload": json.dumps(envelope),
@@ -83,3 +83,11 @@ def outbox_row(
         "not_before": not_before or now,
         "publish_attempts": 0,
     }
+
+
+def _uuid_or_new(value: Any) -> str:
+    """The message's id if it is a UUID (so a dead letter keeps it), else a new one: never an unfit value."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(uuid.uuid4())

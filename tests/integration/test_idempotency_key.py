@@ -55,17 +55,52 @@ def test_a_refusal_is_replayed_too(setup):
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
-def test_the_same_key_with_a_different_body_is_refused(setup):
-    runtime, app, url = setup
-    client = app.test_client()
-    assert client.post(url, json=participant(1), headers={"Idempotency-Key": "k"}).status_code == 201
+def _organiser_headers(runtime, key: str) -> dict[str, str]:
+    token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
+        Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser")
+    )
+    return {"Idempotency-Key": key, "Authorization": f"Bearer {token}"}
 
-    other = client.post(url, json=participant(2), headers={"Idempotency-Key": "k"})
+
+SESSION = {
+    "title": "Workshop Deliver",
+    "starts_at": "2027-05-01T09:00:00+08:00",
+    "ends_at": "2027-05-01T12:00:00+08:00",
+    "location": "Tarakan",
+    "capacity": 25,
+}
+
+
+def test_a_caller_reusing_a_key_for_a_different_request_is_refused(setup):
+    runtime, app, _ = setup
+    client = app.test_client()
+    headers = _organiser_headers(runtime, "k")
+    assert client.post("/registration/api/v1/sessions", json=SESSION, headers=headers).status_code == 201
+
+    other = client.post("/registration/api/v1/sessions", json={**SESSION, "capacity": 30}, headers=headers)
 
     assert other.status_code == 422
     assert other.mimetype == "application/problem+json"
     assert "different request" in other.get_json()["detail"]
-    assert _registrations(runtime) == 1
+
+
+def test_two_participants_who_pick_the_same_key_each_get_their_own_answer(setup):
+    runtime, app, url = setup
+    client = app.test_client()
+
+    first = client.post(url, json=participant(1), headers={"Idempotency-Key": "1"})
+    second = client.post(url, json=participant(2), headers={"Idempotency-Key": "1"})
+
+    assert first.status_code == second.status_code == 201
+    assert first.get_json()["nip"] != second.get_json()["nip"]
+    assert _registrations(runtime) == 2
+
+
+def test_a_very_long_path_with_a_key_is_answered_not_a_server_error(setup):
+    _, app, _ = setup
+    url = "/registration/api/v1/sessions/" + "x" * 2000 + "/registrations"
+    response = app.test_client().post(url, json=participant(1), headers={"Idempotency-Key": "long"})
+    assert response.status_code == 404
 
 
 def test_a_key_that_is_not_visible_ascii_is_a_400(setup):
@@ -78,27 +113,14 @@ def test_a_key_that_is_not_visible_ascii_is_a_400(setup):
 def test_concurrent_requests_with_one_key_create_one_session(setup):
     """Sessions have no natural uniqueness: only the key stands between a double tap and two sessions."""
     runtime, app, _ = setup
-    token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
-        Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser")
-    )
-    body = {
-        "title": "Workshop Deliver",
-        "starts_at": "2027-05-01T09:00:00+08:00",
-        "ends_at": "2027-05-01T12:00:00+08:00",
-        "location": "Tarakan",
-        "capacity": 25,
-    }
+    headers = _organiser_headers(runtime, "rush")
     answers: list[int] = []
     start = threading.Barrier(8)
 
     def tap() -> None:
         client = app.test_client()
         start.wait()
-        response = client.post(
-            "/registration/api/v1/sessions",
-            json=body,
-            headers={"Idempotency-Key": "rush", "Authorization": f"Bearer {token}"},
-        )
+        response = client.post("/registration/api/v1/sessions", json=SESSION, headers=headers)
         answers.append(response.status_code)
 
     threads = [threading.Thread(target=tap) for _ in range(8)]

@@ -104,3 +104,11 @@ def test_the_same_nip_twice_for_one_session_is_409_and_writes_one_registration(c
     assert again.status_code == 409
     assert "nip" in again.get_json()["errors"]
     assert _written(runtime) == (1, 1)
+
+
+def test_identifiers_with_a_nul_character_are_not_found_not_a_server_error(client_and_session):
+    runtime, client, _ = client_and_session
+    assert client.get("/registration/api/v1/sessions/a%00b").status_code == 404
+    assert client.post("/registration/api/v1/sessions/a%00b/registrations", json=VALID).status_code == 404
+    assert client.get("/registration/api/v1/sessions?limit=5%00").status_code == 422
+    assert _written(runtime) == (0, 0)
