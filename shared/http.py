@@ -95,6 +95,10 @@ class ProblemSchema(Schema):
     )
 
 
+#: For names, titles and places: one line of text, no control characters (they end up in mail headers).
+one_line = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must be one line of text, without control characters.")
+
+
 class RequestSchema(Schema):
     """Base of every schema that reads a request: refuses text no database can store.
 

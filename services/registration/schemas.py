@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
 from services.registration.domain import nip_problem, normalise_email, normalise_mobile_number
-from shared.http import RequestSchema
+from shared.http import RequestSchema, one_line
 
 
 class TokenRequestSchema(RequestSchema):
@@ -23,11 +25,21 @@ class JwksSchema(Schema):
     keys = fields.List(fields.Dict(), required=True, metadata={"description": "JSON Web Keys (RFC 7517)"})
 
 
+def within_programme_years(value: datetime) -> None:
+    """Sessions happen between 2000 and 2099: anything else is a typo (and would not survive time zones)."""
+    if not 2000 <= value.year <= 2099:
+        raise ValidationError("Must be a date between the years 2000 and 2099.")
+
+
 class SessionCreateSchema(RequestSchema):
-    title = fields.Str(required=True, validate=validate.Length(min=3, max=200))
-    starts_at = fields.AwareDateTime(required=True, metadata={"example": "2026-12-07T09:00:00+08:00"})
-    ends_at = fields.AwareDateTime(required=True, metadata={"example": "2026-12-07T12:00:00+08:00"})
-    location = fields.Str(required=True, validate=validate.Length(min=2, max=300))
+    title = fields.Str(required=True, validate=[validate.Length(min=3, max=200), one_line])
+    starts_at = fields.AwareDateTime(
+        required=True, validate=within_programme_years, metadata={"example": "2026-12-07T09:00:00+08:00"}
+    )
+    ends_at = fields.AwareDateTime(
+        required=True, validate=within_programme_years, metadata={"example": "2026-12-07T12:00:00+08:00"}
+    )
+    location = fields.Str(required=True, validate=[validate.Length(min=2, max=300), one_line])
     capacity = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=100_000))
 
 
@@ -40,12 +52,14 @@ class SessionSchema(SessionCreateSchema):
 class ParticipantSchema(RequestSchema):
     """Who registers: a civil servant (ASN) of an agency (OPD)."""
 
-    name = fields.Str(required=True, validate=validate.Length(min=2, max=200))
+    name = fields.Str(required=True, validate=[validate.Length(min=2, max=200), one_line])
     nip = fields.Str(required=True, metadata={"description": "NIP, 18 digits", "example": "198503152010011001"})
     email = fields.Str(required=True, metadata={"example": "sari@kaltaraprov.go.id"})
     phone = fields.Str(required=True, metadata={"example": "0812 3456 7890"})
-    opd = fields.Str(required=True, validate=validate.Length(min=2, max=200), metadata={"description": "agency"})
-    position = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    opd = fields.Str(
+        required=True, validate=[validate.Length(min=2, max=200), one_line], metadata={"description": "agency"}
+    )
+    position = fields.Str(load_default=None, allow_none=True, validate=[validate.Length(max=200), one_line])
 
     @validates("nip")
     def _nip(self, value: str, **_kwargs) -> None:

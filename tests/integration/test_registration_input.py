@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.registration.app import create_app
-from services.registration.tables import Registration
+from services.registration.tables import LabSession, Registration
+from shared.auth import Principal, TokenIssuer, load_private_key_pem
 from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.suite import participant
 
@@ -112,3 +113,33 @@ def test_identifiers_with_a_nul_character_are_not_found_not_a_server_error(clien
     assert client.post("/registration/api/v1/sessions/a%00b/registrations", json=VALID).status_code == 404
     assert client.get("/registration/api/v1/sessions?limit=5%00").status_code == 422
     assert _written(runtime) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"starts_at": "9999-12-31T23:00:00-05:00"}, "starts_at"),
+        ({"ends_at": "0001-01-01T00:30:00+05:00"}, "ends_at"),
+        ({"title": "Sosialisasi\nBcc: semua@example.go.id"}, "title"),
+        ({"capacity": "12"}, "capacity"),
+    ],
+    ids=["year-9999", "year-1", "newline-in-title", "capacity-as-text"],
+)
+def test_an_unfit_session_gets_422_naming_the_field_and_nothing_is_written(client_and_session, changes, field):
+    runtime, client, _ = client_and_session
+    token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
+        Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser")
+    )
+    body = {
+        "title": "Coaching Clinic",
+        "starts_at": "2027-03-02T09:00:00+08:00",
+        "ends_at": "2027-03-02T12:00:00+08:00",
+        "location": "Tarakan",
+        "capacity": 12,
+        **changes,
+    }
+    response = client.post("/registration/api/v1/sessions", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]
+    with runtime.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(LabSession)) == 1  # the fixture's only
