@@ -207,7 +207,7 @@ class _QueueConsumer(ConsumerMixin):
             raise _Stopping
 
     def get_consumers(self, Consumer, channel):
-        declare_topology(self.connection)
+        declare_topology(channel)
         return [
             Consumer(
                 queues=[events_queue(self.processor.service, self.connection)],

@@ -37,6 +37,9 @@ from shared.observability import MESSAGES_PUBLISHED
 log = logging.getLogger(__name__)
 
 CLAIM_LEASE = timedelta(seconds=30)
+#: How long to wait for RabbitMQ to confirm one message; past it the connection is taken for dead
+#: (a half-open TCP connection would otherwise block the relay for good).
+CONFIRM_TIMEOUT = 10
 
 
 class OutboxRelay:
@@ -75,18 +78,30 @@ class OutboxRelay:
                 .values(sent_at=utcnow(), claimed_until=None)
             )
 
-    def _release(self, token: str, ids: list[int], error: str) -> None:
-        if not ids:
-            return
+    def _release(self, token: str, ids: list[int]) -> None:
+        """Give rows that were claimed but not tried back to any relay, at once."""
+        if ids:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(self.outbox)
+                    .where(self.outbox.c.id.in_(ids), self.outbox.c.claim_token == token)
+                    .values(claimed_until=None, claim_token=None)
+                )
+
+    def _postpone(self, token: str, row: Any, error: str) -> None:
+        """The row whose publish failed waits a little (1 s, 2 s, 4 s ... 60 s), so that a row the broker
+        keeps refusing cannot hold up the rows behind it."""
+        delay = timedelta(seconds=min(2**row.publish_attempts, 60))
         with self.engine.begin() as connection:
             connection.execute(
                 update(self.outbox)
-                .where(self.outbox.c.id.in_(ids), self.outbox.c.claim_token == token)
+                .where(self.outbox.c.id == row.id, self.outbox.c.claim_token == token)
                 .values(
                     claimed_until=None,
                     claim_token=None,
-                    publish_attempts=self.outbox.c.publish_attempts + 1,
+                    publish_attempts=row.publish_attempts + 1,
                     last_error=error[:2000],
+                    not_before=utcnow() + delay,
                 )
             )
 
@@ -95,12 +110,10 @@ class OutboxRelay:
     def relay_once(self, connection: Connection) -> int:
         """Claim one batch, publish it and mark what the broker confirmed; returns the count published."""
         token, rows = self.claim_batch()
-        if not rows:
-            return 0
         producer = connection.Producer()
         published: list[int] = []
-        try:
-            for row in rows:
+        for position, row in enumerate(rows):
+            try:
                 producer.publish(
                     json.loads(row.payload),
                     exchange=EXCHANGES[row.exchange],
@@ -110,15 +123,16 @@ class OutboxRelay:
                     delivery_mode=2,
                     serializer="json",
                     retry=False,
+                    confirm_timeout=CONFIRM_TIMEOUT,
                 )
-                published.append(row.id)
-        except Exception as exc:
-            MESSAGES_PUBLISHED.labels(self.service, "failed").inc(len(rows) - len(published))
-            self._mark_sent(token, published)
-            self._release(token, [r.id for r in rows if r.id not in set(published)], repr(exc))
-            raise
-        finally:
-            MESSAGES_PUBLISHED.labels(self.service, "published").inc(len(published))
+            except Exception as exc:
+                MESSAGES_PUBLISHED.labels(self.service, "failed").inc()
+                self._mark_sent(token, published)
+                self._postpone(token, row, repr(exc))
+                self._release(token, [r.id for r in rows[position + 1 :]])
+                raise
+            published.append(row.id)
+            MESSAGES_PUBLISHED.labels(self.service, "published").inc()
         self._mark_sent(token, published)
         return len(published)
 
@@ -129,10 +143,11 @@ class OutboxRelay:
             try:
                 with connect(self.broker_url) as connection:
                     connection.ensure_connection(max_retries=1, timeout=5)
-                    declare_topology(connection)
+                    declare_topology(connection.default_channel)
                     log.info("outbox relay connected", extra={"broker": connection.as_uri()})
                     backoff = 0.5
                     while not stop.is_set():
+                        connection.heartbeat_check()  # keeps an idle AMQP connection alive (no-op elsewhere)
                         if self.relay_once(connection) < self.batch_size:
                             stop.wait(self.poll_interval)
             except Exception as exc:  # broker or database away: rows stay pending, nothing is lost
@@ -142,10 +157,14 @@ class OutboxRelay:
 
 
 def pending_summary(engine: Engine, outbox: Table) -> tuple[int, float]:
-    """(number of unsent rows, age in seconds of the oldest) — for metrics and the readiness page."""
+    """(rows due but not yet sent, age in seconds of the oldest) — for metrics. Retries that are not due yet
+    are not pending: they wait on purpose."""
+    now = utcnow()
     with engine.connect() as connection:
         count, oldest = connection.execute(
-            select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+            select(func.count(), func.min(outbox.c.not_before)).where(
+                outbox.c.sent_at.is_(None), outbox.c.not_before <= now
+            )
         ).one()
-    age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+    age = (now - oldest).total_seconds() if oldest else 0.0
     return int(count), max(age, 0.0)

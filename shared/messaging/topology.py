@@ -17,7 +17,7 @@ On RabbitMQ the queues are quorum queues (replicated, and they count deliveries)
 
 from __future__ import annotations
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, binding
 
 EVENTS_EXCHANGE = Exchange("labinov.events", type="topic", durable=True)
 RETRY_EXCHANGE = Exchange("labinov.retry", type="direct", durable=True)
@@ -41,7 +41,7 @@ def dead_queue_name(service: str) -> str:
 
 
 def _queue_arguments(connection: Connection) -> dict[str, str]:
-    if connection.transport.driver_type == "amqp":
+    if connection.transport.driver_type == "amqp":  # RabbitMQ
         return {"x-queue-type": "quorum"}
     return {}
 
@@ -50,8 +50,8 @@ def events_queue(service: str, connection: Connection) -> Queue:
     """The queue ``service`` consumes from, bound to its event types and to its retry key."""
     name = events_queue_name(service)
     bindings = [
-        *(_binding(EVENTS_EXCHANGE, routing_key) for routing_key in SUBSCRIPTIONS.get(service, ())),
-        _binding(RETRY_EXCHANGE, name),
+        *(binding(EVENTS_EXCHANGE, routing_key=key) for key in SUBSCRIPTIONS.get(service, ())),
+        binding(RETRY_EXCHANGE, routing_key=name),
     ]
     return Queue(name, bindings=bindings, durable=True, queue_arguments=_queue_arguments(connection))
 
@@ -66,15 +66,9 @@ def dead_queue(service: str, connection: Connection) -> Queue:
     )
 
 
-def _binding(exchange: Exchange, routing_key: str):
-    from kombu import binding
-
-    return binding(exchange, routing_key=routing_key)
-
-
-def declare_topology(connection: Connection) -> None:
-    """Declare every exchange, queue and binding of the suite (idempotent; safe in every process)."""
-    channel = connection.default_channel
+def declare_topology(channel) -> None:
+    """Declare every exchange, queue and binding of the suite on ``channel`` (idempotent; safe anywhere)."""
+    connection = channel.connection.client  # the kombu Connection this channel belongs to
     for exchange in EXCHANGES.values():
         exchange(channel).declare()
     for service in SUBSCRIPTIONS:

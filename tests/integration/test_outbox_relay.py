@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import multiprocessing
 
+import pytest
 from sqlalchemy import func, select
 
+from shared.clock import utcnow
 from shared.messaging.broker import connect
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.topology import declare_topology
@@ -55,7 +57,7 @@ def test_one_relay_publishes_pending_rows_in_order_and_marks_them_sent(tmp_path,
     relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration", batch_size=7)
 
     with connect(broker_url) as connection:
-        declare_topology(connection)
+        declare_topology(connection.default_channel)
         while relay.relay_once(connection):
             pass
 
@@ -83,3 +85,27 @@ def test_two_relays_racing_on_one_outbox_publish_every_row_exactly_once(tmp_path
     assert set(per_id.values()) == {1}, "a row was published twice"
     assert sum(counts) == EVENTS and min(counts) > 0, f"both relays should have worked: {counts}"
     assert _unsent(runtime) == 0
+
+
+def test_a_row_the_broker_refuses_waits_and_does_not_hold_up_the_rows_behind_it(tmp_path, postgres_url, rabbitmq):
+    broker_url, _ = rabbitmq
+    runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
+    with runtime.unit_of_work() as uow:  # a row for an exchange that does not exist: it can never be published
+        uow.enqueue({"id": "not-routable"}, exchange="labinov.nowhere", routing_key="x")
+        uow.commit()
+    ids = _write_events(runtime, 3)
+    relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration")
+
+    with connect(broker_url) as connection:
+        declare_topology(connection.default_channel)
+        with pytest.raises(KeyError):
+            relay.relay_once(connection)
+        assert relay.relay_once(connection) == 3
+
+    reader = QueueReader(broker_url, "evaluation-events")
+    assert [m.payload["id"] for m in wait_until(lambda: reader.at_least(3), what="3 messages")] == ids
+    with runtime.engine.connect() as connection:
+        stuck = connection.execute(select(runtime.outbox).where(runtime.outbox.c.sent_at.is_(None))).one()
+    assert stuck.exchange == "labinov.nowhere"
+    assert stuck.publish_attempts == 1 and "KeyError" in stuck.last_error
+    assert stuck.not_before > utcnow()

@@ -11,7 +11,7 @@ from shared.messaging.topology import EVENTS_EXCHANGE, declare_topology
 def publish_raw(broker_url: str, body, routing_key: str, message_id: str | None = None, **kwargs) -> None:
     """Publish ``body`` to the events exchange exactly as given (no validation: tests send bad ones too)."""
     with connect(broker_url) as connection:
-        declare_topology(connection)
+        declare_topology(connection.default_channel)
         connection.Producer().publish(
             body,
             exchange=EVENTS_EXCHANGE,

@@ -41,7 +41,7 @@ def relay_until_empty(data_dir: str, database_url: str, broker_url: str, barrier
     relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration", batch_size=25)
     published = 0
     with connect(broker_url) as connection:
-        declare_topology(connection)
+        declare_topology(connection.default_channel)
         barrier.wait(30)
         while (count := relay.relay_once(connection)) > 0:
             published += count

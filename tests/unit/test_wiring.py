@@ -94,7 +94,7 @@ def test_migrations_build_exactly_the_tables_the_code_declares(runtime_for, serv
 def broker():
     """The declared topology on kombu's in-process broker, its queues emptied first."""
     with Connection("memory://") as connection:
-        declare_topology(connection)
+        declare_topology(connection.default_channel)
         channel = connection.default_channel
         for service in SUBSCRIPTIONS:
             for queue in (events_queue(service, connection), dead_queue(service, connection)):
