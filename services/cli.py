@@ -49,12 +49,12 @@ def worker(service: str) -> None:
     importlib.import_module(f"services.{service}.worker").main()
 
 
-def web_command(service: str, port: int, workers: int = 2) -> list[str]:
+def web_command(service: str, host: str, port: int, workers: int = 2) -> list[str]:
     """The web process of ``service``: gunicorn with the shared settings in ``shared/gunicorn_config.py``."""
     return [
         sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
         "--config", "python:shared.gunicorn_config",
-        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--name", f"labinov-{service}",
+        "--bind", f"{host}:{port}", "--workers", str(workers), "--name", f"labinov-{service}",
     ]  # fmt: skip
 
 
@@ -63,18 +63,19 @@ def web_command(service: str, port: int, workers: int = 2) -> list[str]:
 @click.option("--workers", default=2, show_default=True)
 def web(service: str, workers: int) -> None:
     """Run SERVICE's web process under gunicorn on its own port."""
-    port = load_settings(service).service_ports[service]
-    os.execv(sys.executable, web_command(service, port, workers))
+    settings = load_settings(service)
+    os.execv(sys.executable, web_command(service, settings.bind_host, settings.service_ports[service], workers))
 
 
 @main.command()
 def gateway() -> None:
     """Serve the one address (LABINOV_PORT) that routes /<service>/ to each service's own port."""
-    port = load_settings("registration").port
+    settings = load_settings("registration")
     command = [
         sys.executable, "-m", "gunicorn", "services.gateway:app",
         "--config", "python:shared.gunicorn_config",
-        "--bind", f"0.0.0.0:{port}", "--workers", "1", "--threads", "16", "--name", "labinov-gateway",
+        "--bind", f"{settings.bind_host}:{settings.port}", "--workers", "1", "--threads", "16",
+        "--name", "labinov-gateway",
     ]  # fmt: skip
     os.execv(sys.executable, command)
 
@@ -135,7 +136,9 @@ def run() -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env = {**base_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-        manager.add_process(f"{name}-web", shlex.join(web_command(name, first.service_ports[name])), env=env)
+        manager.add_process(
+            f"{name}-web", shlex.join(web_command(name, first.bind_host, first.service_ports[name])), env=env
+        )
         manager.add_process(
             f"{name}-worker", shlex.join([sys.executable, "-m", "services.cli", "worker", name]), env=env
         )

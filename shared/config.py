@@ -26,6 +26,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_REGISTRATION_PORT": "registration's own port; default LABINOV_PORT+1",
     "LABINOV_NOTIFICATION_PORT": "notification's own port; default LABINOV_PORT+2",
     "LABINOV_EVALUATION_PORT": "evaluation's own port; default LABINOV_PORT+3",
+    "LABINOV_BIND_HOST": "the interface web processes listen on; default 127.0.0.1 (this machine only)",
     "LABINOV_DATA_DIR": "SQLite files, embedded broker, keys, local mailbox; default ./var",
     "LABINOV_BROKER_URL": "amqp://... (RabbitMQ), redis://..., memory://; unset = embedded Redis",
     "LABINOV_REGISTRATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
@@ -54,6 +55,7 @@ class Settings:
     service: str
     data_dir: Path
     port: int
+    bind_host: str
     broker_url: str
     broker_is_embedded: bool
     database_url: str
@@ -145,6 +147,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         service=service,
         data_dir=data_dir,
         port=port,
+        bind_host=env.get("LABINOV_BIND_HOST") or "127.0.0.1",
         broker_url=broker_url or embedded_broker_url(data_dir),
         broker_is_embedded=broker_url is None,
         database_url=database_url or f"sqlite:///{data_dir / (service + '.sqlite3')}",

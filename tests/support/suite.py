@@ -100,7 +100,7 @@ class Suite:
             self._broker = start_embedded_broker(embedded_broker_socket(self.data_dir))
 
     def start_web(self, service: str) -> None:
-        self._spawn(f"{service}-web", web_command(service, self.service_port(service), workers=2), service)
+        self._spawn(f"{service}-web", web_command(service, "127.0.0.1", self.service_port(service), workers=2), service)
 
     def start_worker(self, service: str, name: str | None = None, module: str = "services.cli") -> subprocess.Popen:
         """Start a worker of ``service``; ``module`` may name a test wrapper that runs the real worker."""
