@@ -3,10 +3,12 @@
 Every service has its own database (SQLite file by default, PostgreSQL in production) and reaches it only
 through the helpers here, so that both engines behave alike where correctness depends on it:
 
-* **SQLite** serialises writers. Each transaction starts with ``BEGIN IMMEDIATE`` (the recipe from the
-  SQLAlchemy docs for pysqlite), so a read-then-write transaction such as "count seats, then insert" holds
-  the write lock from its first statement and two of them can never interleave. WAL mode lets readers go on
-  meanwhile; ``busy_timeout`` makes a waiting writer queue rather than fail.
+* **SQLite** serialises writers. Each transaction that may write starts with ``BEGIN IMMEDIATE`` (the
+  recipe from the SQLAlchemy docs for pysqlite), so a read-then-write transaction such as "count seats,
+  then insert" holds the write lock from its first statement and two of them can never interleave;
+  ``busy_timeout`` makes a waiting writer queue rather than fail. Transactions that only read (on
+  :func:`reading_engine`, e.g. ``runtime.reading()``) start with a plain ``BEGIN`` and, thanks to WAL
+  mode, never wait for a writer.
 * **PostgreSQL** runs READ COMMITTED; a domain operation that needs mutual exclusion says so explicitly
   with ``SELECT ... FOR UPDATE`` on the row that guards the invariant (documented where it is used).
 """
@@ -52,13 +54,22 @@ def create_database_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            reading = connection.get_execution_options().get(READ_ONLY_OPTION)
+            connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 5)
     return create_engine(url, **kwargs)
+
+
+READ_ONLY_OPTION = "labinov_read_only"
+
+
+def reading_engine(engine: Engine) -> Engine:
+    """The same engine and pool, for transactions that only read (see the module docstring)."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def is_postgresql(engine: Engine) -> bool:

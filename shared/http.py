@@ -289,7 +289,7 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
     def ready():
         checks: dict[str, str] = {}
         for check, probe in (
-            ("database", lambda: db.ping(runtime.engine)),
+            ("database", lambda: db.ping(db.reading_engine(runtime.engine))),
             ("broker", lambda: broker.ping(runtime.settings.broker_url)),
         ):
             try:
@@ -304,7 +304,7 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
 
     @ops.get("/metrics")
     def metrics():
-        count, age = pending_summary(runtime.engine, runtime.outbox)
+        count, age = pending_summary(db.reading_engine(runtime.engine), runtime.outbox)
         pending.labels(runtime.name).set(count)
         oldest.labels(runtime.name).set(age)
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

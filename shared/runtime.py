@@ -13,7 +13,7 @@ from sqlalchemy import Engine, MetaData, Table
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import Settings, load_settings
-from shared.db import UnitOfWork, create_database_engine
+from shared.db import UnitOfWork, create_database_engine, reading_engine
 
 
 @dataclass
@@ -22,13 +22,19 @@ class ServiceRuntime:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker
+    reading_session_factory: sessionmaker
     metadata: MetaData
     outbox: Table
     inbox: Table
     package_dir: Path
 
     def unit_of_work(self) -> UnitOfWork:
+        """A transaction that changes state (and may publish events)."""
         return UnitOfWork(self.session_factory, self.outbox, source=f"/{self.name}")
+
+    def reading(self) -> UnitOfWork:
+        """A transaction that only reads: on SQLite it never waits behind a writer (see ``shared/db.py``)."""
+        return UnitOfWork(self.reading_session_factory, self.outbox, source=f"/{self.name}")
 
     @property
     def migrations_dir(self) -> Path:
@@ -43,6 +49,7 @@ def build_runtime(name: str, metadata: MetaData, package_dir: Path, settings: Se
         settings=settings,
         engine=engine,
         session_factory=sessionmaker(engine, expire_on_commit=False),
+        reading_session_factory=sessionmaker(reading_engine(engine), expire_on_commit=False),
         metadata=metadata,
         outbox=metadata.tables["outbox"],
         inbox=metadata.tables["inbox"],

@@ -22,5 +22,5 @@ blp = Blueprint("evaluation_api", __name__, description="Proposals, rounds and s
 @blp.response(200, ParticipantSchema(many=True))
 def list_participants(query):
     """Confirmed participants, by agency (OPD) and name."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         return domain.list_participants(uow, query["opd"], query["limit"], query["offset"])

@@ -13,6 +13,6 @@ pages = Blueprint("evaluation_pages", __name__)
 
 @pages.get("/")
 def home():
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         count = uow.session.scalar(select(func.count()).select_from(Participant))
     return render_template("evaluation/home.html", participant_count=count)

@@ -22,5 +22,5 @@ blp = Blueprint("notification_api", __name__, description="Messages to participa
 @blp.response(200, DeliverySchema(many=True))
 def list_deliveries(query):
     """Deliveries, newest first, optionally to one address, with their status."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         return domain.list_deliveries(uow, query["email"], query["limit"], query["offset"])

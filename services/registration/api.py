@@ -43,7 +43,7 @@ def _session_view(session, seats: domain.SeatCount) -> dict:
 @blp.response(200, TokenSchema)
 def issue_token(credentials):
     """Exchange an organiser's or evaluator's e-mail and password for a bearer token."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         principal = domain.authenticate(uow, credentials["email"], credentials["password"])
     issuer = current_app.extensions["labinov_issuer"]
     return {
@@ -79,7 +79,7 @@ def create_session(fields):
 @blp.response(200, SessionSchema(many=True))
 def list_sessions(page):
     """Sessions, soonest first, with the seats left (`limit`/`offset` pages through them)."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         return [_session_view(*item) for item in domain.list_sessions(uow, page["limit"], page["offset"])]
 
 
@@ -88,7 +88,7 @@ def list_sessions(page):
 @blp.response(200, SessionSchema)
 def get_session(session_id):
     """One session with the seats left."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         session = domain.get_session(uow, session_id)
         return _session_view(session, domain.seat_count(uow, session))
 
@@ -111,5 +111,5 @@ def register(participant, session_id):
 @blp.response(200, RegistrationSchema)
 def get_registration(registration_id):
     """One registration."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         return domain.get_registration(uow, registration_id)

@@ -18,6 +18,6 @@ PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
 @pages.get("/")
 def portal():
     """The participant portal: upcoming sessions and the seats left. Anyone may open it."""
-    with runtime_of().unit_of_work() as uow:
+    with runtime_of().reading() as uow:
         sessions = [{"session": s, "seats": seats} for s, seats in domain.list_sessions(uow, limit=500)]
     return render_template("registration/sessions.html", sessions=sessions, tz=PROGRAMME_TIMEZONE)
