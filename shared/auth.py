@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ AUDIENCE = "labinov"
 ALGORITHM = "EdDSA"
 ROLES = ("organiser", "evaluator")
 _PRIVATE_KEY_FILE = "jwt-private.pem"
+_PUBLIC_KEY_FILE = "jwt-public.pem"
 
 
 class AuthError(Exception):
@@ -55,15 +57,25 @@ class Principal:
 
 
 def load_private_key_pem(settings: Settings) -> str:
-    """The signing key: from the environment, or created once in the data folder (embedded runs)."""
+    """The signing key: from the environment, or created once in the data folder (embedded runs) together
+    with its public half, which the other services of that data folder verify with."""
     if settings.jwt_private_key_pem:
         return settings.jwt_private_key_pem
-    return read_or_create_secret(
+    private_pem = read_or_create_secret(
         settings.keys_dir / _PRIVATE_KEY_FILE,
         lambda: Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
-    ).decode()
+    )
+    read_or_create_secret(settings.keys_dir / _PUBLIC_KEY_FILE, lambda: _public_pem(private_pem))
+    return private_pem.decode()
+
+
+def _public_pem(private_pem: bytes) -> bytes:
+    private = serialization.load_pem_private_key(private_pem, password=None)
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_secret_key(settings: Settings) -> bytes:
@@ -139,9 +151,9 @@ class TokenVerifier:
             key = serialization.load_pem_public_key(settings.jwt_public_key_pem.encode())
             return cls(lambda _token: key)
         if settings.jwks_url:
-            client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600)
-            return cls(lambda token: client.get_signing_key_from_jwt(token).key)
-        return cls(_KeyFileSource(settings.keys_dir / _PRIVATE_KEY_FILE, settings))
+            client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=3)
+            return cls(lambda token: _key_from_jwks(client, token))
+        return cls(_PublicKeyFile(settings.keys_dir / _PUBLIC_KEY_FILE))
 
     def verify(self, token: str) -> Principal:
         try:
@@ -160,18 +172,30 @@ class TokenVerifier:
         return Principal(claims["sub"], claims.get("email", ""), claims["role"], claims.get("name"))
 
 
-class _KeyFileSource:
-    """Embedded runs: the public half of the registration service's key file in the shared data folder."""
+def _key_from_jwks(client: jwt.PyJWKClient, token: str):
+    try:
+        return client.get_signing_key_from_jwt(token).key
+    except jwt.PyJWKClientConnectionError as exc:  # registration unreachable: our problem, not the caller's
+        raise AuthError(503, f"Tokens cannot be checked right now (the key service is unreachable): {exc}") from None
 
-    def __init__(self, path: Path, settings: Settings) -> None:
+
+class _PublicKeyFile:
+    """Embedded runs: the public key registration wrote into the shared data folder. Verifiers only read it;
+    they never make a key of their own, so a missing key is an honest 503, never a silent mismatch."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.settings = settings
         self._key = None
 
     def __call__(self, _token: str):
         if self._key is None:
-            private = serialization.load_pem_private_key(load_private_key_pem(self.settings).encode(), password=None)
-            self._key = private.public_key()
+            if not self.path.exists():
+                raise AuthError(
+                    503,
+                    f"Tokens cannot be checked yet: {self.path} does not exist. Start the registration service "
+                    "first, or set LABINOV_JWT_PUBLIC_KEY or LABINOV_JWKS_URL.",
+                )
+            self._key = serialization.load_pem_public_key(self.path.read_bytes())
         return self._key
 
 
@@ -226,8 +250,7 @@ def install_verifier(app, settings: Settings) -> None:
 
     @app.errorhandler(AuthError)
     def _auth_error(error: AuthError):
-        title = "Unauthorized" if error.status == 401 else "Forbidden"
-        response = problem(error.status, title, error.detail)
+        response = problem(error.status, HTTPStatus(error.status).phrase, error.detail)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="labinov"'
         return response

@@ -50,7 +50,9 @@ def app_for(runtime_for) -> Callable[[str], Flask]:
     """``app_for("evaluation")``: the service's Flask app, built by its own ``create_app``."""
 
     def make(service: str) -> Flask:
-        return import_module(f"services.{service}.app").create_app(runtime_for(service))
+        runtime = runtime_for(service)
+        load_private_key_pem(runtime.settings)  # as on a make run: registration made the suite's key first
+        return import_module(f"services.{service}.app").create_app(runtime)
 
     return make
 

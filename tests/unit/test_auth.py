@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from importlib import import_module
 
 import pytest
 from flask import Flask
@@ -159,3 +160,16 @@ def test_processes_starting_together_all_read_the_same_complete_signing_key(tmp_
         for thread in threads:
             thread.join()
         assert len(set(keys)) == 1 and keys[0].startswith("-----BEGIN PRIVATE KEY-----"), [k[:16] for k in keys]
+
+
+@pytest.mark.parametrize("service", ["notification", "evaluation"])
+def test_a_verifying_service_without_a_public_key_says_so_with_503_and_makes_no_key(
+    runtime_for, mint_token, foreign_key_pem, service
+):
+    runtime = runtime_for(service)  # no registration service has run in this data folder
+    app = import_module(f"services.{service}.app").create_app(runtime)
+    for endpoint, method, url, roles in protected_calls(app):
+        response = call(app.test_client(), method, url, mint_token(runtime.settings, roles[0], key_pem=foreign_key_pem))
+        assert response.status_code == 503, endpoint
+        assert "LABINOV_JWKS_URL" in response.get_json()["detail"]
+    assert not list(runtime.settings.keys_dir.glob("*.pem"))
