@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from shared.config import SERVICES, ConfigurationError, embedded_broker_socket, load_settings
+from shared.config import SERVICES, ConfigurationError, embedded_broker_socket, load_settings, redact_url
 from shared.runtime import ServiceRuntime
 
 
@@ -122,6 +122,10 @@ def run() -> None:
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     first = settings["registration"]
+    if first.broker_url.startswith("memory://"):
+        raise click.ClickException(
+            "LABINOV_BROKER_URL=memory:// only works inside one process; unset it to use the embedded broker"
+        )
     first.data_dir.mkdir(parents=True, exist_ok=True)
     for name in SERVICES:
         upgrade(service_runtime(name))
@@ -146,7 +150,7 @@ def run() -> None:
 
     click.secho(
         f"\n  Labinov is starting. Open {first.public_url}/  (Ctrl-C stops everything)\n"
-        f"  data: {first.data_dir}   broker: {'embedded Redis' if first.broker_is_embedded else first.broker_url}\n",
+        f"  data: {first.data_dir}   broker: {'embedded Redis' if first.broker_is_embedded else redact_url(first.broker_url)}\n",
         fg="green",
         bold=True,
     )

@@ -68,6 +68,7 @@ class Settings:
     max_delivery_attempts: int
     public_url: str
     secret_key: str | None
+    log_level: str
     service_ports: dict[str, int]
 
     @property
@@ -107,7 +108,24 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
         return None
     scheme = urlsplit(raw).scheme
     if scheme not in schemes:
-        raise ConfigurationError(f"{name}={raw!r} has scheme {scheme!r}; expected one of: {', '.join(schemes)}")
+        raise ConfigurationError(
+            f"{name}={redact_url(raw)!r} has scheme {scheme!r}; expected one of: {', '.join(schemes)}"
+        )
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).upper()
+    if raw not in choices:
+        raise ConfigurationError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
     return raw
 
 
@@ -159,6 +177,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         token_lifetime_seconds=_int(env, "LABINOV_TOKEN_LIFETIME_SECONDS", 3600, 60, 7 * 24 * 3600),
         max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),
         secret_key=env.get("LABINOV_SECRET_KEY") or None,
+        log_level=_choice(env, "LABINOV_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         service_ports={
             name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index) for index, name in enumerate(SERVICES)
         },

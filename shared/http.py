@@ -184,7 +184,7 @@ def create_service_app(
 ) -> Flask:
     """The Flask app of one service, with Labinov's HTTP conventions installed."""
     name = runtime.name
-    configure_logging(name, "web")
+    configure_logging(name, "web", runtime.settings.log_level)
     app = Flask(import_name, static_url_path=f"/{name}/static")
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(runtime.package_dir / "templates"), FileSystemLoader(SHARED_TEMPLATES)]

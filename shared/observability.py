@@ -12,7 +12,6 @@ adds them up.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import uuid
 from contextvars import ContextVar
@@ -58,7 +57,7 @@ class _CorrelationFilter(logging.Filter):
         return True
 
 
-def configure_logging(service: str, process_role: str, level: str | None = None) -> None:
+def configure_logging(service: str, process_role: str, level: str) -> None:
     """One JSON object per line on stderr, each with the service, the process role and correlation id."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_CorrelationFilter(service, process_role))
@@ -71,7 +70,7 @@ def configure_logging(service: str, process_role: str, level: str | None = None)
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("LABINOV_LOG_LEVEL", "INFO"))
+    root.setLevel(level)
     for noisy in ("kombu", "amqp", "urllib3", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -41,7 +41,7 @@ def run_worker(
     stop: threading.Event | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``): relay, consumer (if subscribed), housekeeping, ``loops``."""
-    configure_logging(runtime.name, "worker")
+    configure_logging(runtime.name, "worker", runtime.settings.log_level)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -92,3 +92,16 @@ def test_a_pem_shaped_value_that_is_not_a_key_is_refused_naming_the_variable(var
     corrupt = f"-----BEGIN {kind}-----\nnot really a key\n-----END {kind}-----\n"
     with pytest.raises(ConfigurationError, match=variable):
         load_settings("registration", env={variable: corrupt})
+
+
+def test_an_unknown_log_level_stops_start_up_naming_the_variable():
+    with pytest.raises(ConfigurationError, match="LABINOV_LOG_LEVEL"):
+        load_settings("registration", {"LABINOV_LOG_LEVEL": "verbose"})
+    assert load_settings("registration", {"LABINOV_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+
+
+def test_an_error_about_a_url_never_shows_its_password():
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings("registration", {"LABINOV_BROKER_URL": "ftp://guest:s3cret@broker:21/"})
+    assert "LABINOV_BROKER_URL" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
