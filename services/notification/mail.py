@@ -2,12 +2,15 @@
 folder that the notification service's mailbox page lists. Both take a standard ``EmailMessage``.
 
 A transport opens one :meth:`~MailTransport.connection` for a batch of messages (one SMTP session, not one
-per mail); a failure to connect raises from ``connection()``, a refused message raises from ``send``."""
+per mail); a failure to connect raises from ``connection()``, a refused message raises from ``send``.
+SMTP is encrypted whenever the server allows it, always with the server's certificate and host name checked,
+and a password never crosses an unencrypted connection."""
 
 from __future__ import annotations
 
 import mailbox
 import smtplib
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from email.message import EmailMessage
@@ -22,8 +25,15 @@ class MailTransport(Protocol):
     def connection(self) -> AbstractContextManager[Send]: ...
 
 
+class InsecureConnectionError(smtplib.SMTPException):
+    """Credentials are configured but the connection is not encrypted, so they are not sent."""
+
+
 class SmtpTransport:
-    """``smtp://[user:password@]host:port`` (STARTTLS when the server offers it) or ``smtps://``."""
+    """``smtp://[user:password@]host:port`` (STARTTLS when the server offers it) or ``smtps://``.
+
+    TLS uses :func:`ssl.create_default_context`: the system's trusted CAs and the host name of the URL.
+    """
 
     def __init__(self, url: str, timeout: float = 15) -> None:
         parts = urlsplit(url)
@@ -36,15 +46,31 @@ class SmtpTransport:
 
     @contextmanager
     def connection(self) -> Iterator[Send]:
-        client_class = smtplib.SMTP_SSL if self.secure else smtplib.SMTP
-        with client_class(self.host, self.port, timeout=self.timeout) as client:
-            if not self.secure:
-                client.ehlo()
-                if client.has_extn("starttls"):
-                    client.starttls()
+        tls = ssl.create_default_context()
+        with self._connect(tls) as client:
+            encrypted = self.secure or self._start_tls(client, tls)
             if self.username:
+                if not encrypted:
+                    raise InsecureConnectionError(
+                        f"{self.host}:{self.port} offers no STARTTLS: refusing to send the SMTP password "
+                        "unencrypted (use smtps:// or a server that offers STARTTLS)"
+                    )
                 client.login(self.username, self.password or "")
             yield client.send_message
+
+    def _connect(self, tls: ssl.SSLContext) -> smtplib.SMTP:
+        if self.secure:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=tls)
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    @staticmethod
+    def _start_tls(client: smtplib.SMTP, tls: ssl.SSLContext) -> bool:
+        """Upgrade to TLS if the server offers it; whether the connection is now encrypted."""
+        client.ehlo()
+        if not client.has_extn("starttls"):
+            return False
+        client.starttls(context=tls)
+        return True
 
 
 class MaildirTransport:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
+import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from services.notification import domain
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Delivery
 from shared.clock import utcnow
+from shared.db import claim_due_rows
 from shared.events import make_event, parse_event
+from shared.observability import current_correlation_id, reset_correlation_id, set_correlation_id
 from tests.support.runtimes import migrated_runtime
 from tests.support.servers import free_port
 from tests.support.smtp import SmtpServer
+
+deliveries = Delivery.__table__
 
 
 def _queue_confirmations(runtime, count: int) -> None:
@@ -43,14 +55,84 @@ def _queue_confirmations(runtime, count: int) -> None:
             uow.commit()
 
 
+def _address(i: int) -> str:
+    return f"peserta{i}@kaltaraprov.go.id"
+
+
 def _deliveries(runtime) -> list:
     with runtime.engine.connect() as connection:
-        return connection.execute(select(Delivery.__table__).order_by(Delivery.recipient)).all()
+        return connection.execute(select(deliveries).order_by(Delivery.recipient)).all()
+
+
+def _delivery_to(runtime, address: str):
+    [row] = [d for d in _deliveries(runtime) if d.recipient == address]
+    return row
+
+
+def _change_deliveries(runtime, *where, **values) -> None:
+    with runtime.engine.begin() as connection:
+        connection.execute(update(deliveries).where(*where).values(**values))
+
+
+def _make_all_due(runtime) -> None:
+    """Time passes: every pending delivery's retry is due."""
+    _change_deliveries(runtime, deliveries.c.status == "pending", next_attempt_at=utcnow())
+
+
+def _events(runtime) -> list[dict]:
+    with runtime.engine.connect() as connection:
+        return [json.loads(p) for p in connection.scalars(select(runtime.outbox.c.payload))]
 
 
 def _outbox_types(runtime) -> list[str]:
-    with runtime.engine.connect() as connection:
-        return [json.loads(p)["type"] for p in connection.scalars(select(runtime.outbox.c.payload))]
+    return [event["type"] for event in _events(runtime)]
+
+
+class _ScriptedHandler:
+    """An aiosmtpd handler that refuses some recipients, answers 421 from the n-th mail on, or runs a hook."""
+
+    def __init__(
+        self,
+        refuse: set[str] = frozenset(),
+        closing_from: int | None = None,
+        on_message: Callable[[EmailMessage], None] | None = None,
+    ) -> None:
+        self.refuse = refuse
+        self.closing_from = closing_from
+        self.on_message = on_message
+        self.messages: list[EmailMessage] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.closing_from is not None and len(self.messages) >= self.closing_from:
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        self.messages.append(message)
+        if self.on_message:
+            self.on_message(message)
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def _scripted_smtp(handler: _ScriptedHandler) -> Iterator[SmtpTransport]:
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield SmtpTransport(f"smtp://127.0.0.1:{controller.port}")
+    finally:
+        controller.stop()
+
+
+def _recipients(messages: list[EmailMessage]) -> list[str]:
+    return [str(m["To"]) for m in messages]
+
+
+# --- a batch -------------------------------------------------------------------------------------------------
 
 
 def test_a_batch_goes_out_over_one_smtp_session_and_each_delivery_reports_sent(tmp_path, postgres_url):
@@ -62,45 +144,258 @@ def test_a_batch_goes_out_over_one_smtp_session_and_each_delivery_reports_sent(t
         received = smtp.messages
 
     assert attempted == 5
-    assert sorted(str(m["To"]) for m in received) == [f"peserta{i}@kaltaraprov.go.id" for i in range(5)]
+    assert sorted(_recipients(received)) == [_address(i) for i in range(5)]
     assert all(m["Message-ID"] and m["Date"] for m in received)
     assert [d.status for d in _deliveries(runtime)] == ["sent"] * 5
     assert _outbox_types(runtime).count("notification.delivered") == 5
     assert domain.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0  # nothing is sent twice
 
 
+def test_mail_goes_out_oldest_due_first(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 5)
+    by_id = sorted(_deliveries(runtime), key=lambda d: d.id)
+    for waited, delivery in enumerate(by_id, start=1):  # the highest id has waited longest
+        _change_deliveries(
+            runtime, deliveries.c.id == delivery.id, next_attempt_at=utcnow() - timedelta(minutes=waited)
+        )
+
+    with SmtpServer() as smtp:
+        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        received = smtp.messages
+
+    assert _recipients(received) == [d.recipient for d in reversed(by_id)]
+
+
+def test_a_resent_delivery_keeps_its_message_id(tmp_path, postgres_url):
+    """The crash window (mail accepted, outcome not committed) resends; mail clients must see one message."""
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 1)
+    [delivery] = _deliveries(runtime)
+
+    with SmtpServer() as smtp:
+        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        _change_deliveries(runtime, status="pending", claim_token=None, claimed_until=None, next_attempt_at=utcnow())
+        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        first, resent = smtp.messages
+
+    assert first["Message-ID"] == resent["Message-ID"] == f"<{delivery.id}@labinov.local>"
+    assert first["Date"] and resent["Date"]
+
+
+def test_delivered_and_failed_events_carry_the_correlation_id_of_the_registration(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(1), attempts=domain.MAX_SEND_ATTEMPTS - 1)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(2), correlation_id=None)
+    worker_loop = set_correlation_id("mail-loop")
+    try:
+        with _scripted_smtp(_ScriptedHandler(refuse={_address(1)})) as transport:
+            domain.send_due_mail(runtime, transport)
+        assert current_correlation_id() == "mail-loop"  # the worker's own context is left as it was
+    finally:
+        reset_correlation_id(worker_loop)
+
+    correlation = {(e["type"], e["data"]["recipient"]): e["correlationid"] for e in _events(runtime)}
+    assert correlation[("notification.delivered", _address(0))] == "req-0"
+    assert correlation[("notification.failed", _address(1))] == "req-1"
+    assert correlation[("notification.delivered", _address(2))] not in ("mail-loop", "req-0", "req-1")
+
+
+def test_deliveries_queued_at_the_same_moment_page_in_a_stable_order(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 8)
+    _change_deliveries(runtime, created_at=datetime(2027, 3, 1, 9, 0, tzinfo=UTC))
+    ids = sorted(d.id for d in _deliveries(runtime))
+
+    with runtime.unit_of_work() as uow:
+        pages = [delivery.id for offset in range(8) for delivery in domain.list_deliveries(uow, limit=1, offset=offset)]
+
+    assert pages == ids
+
+
+# --- one bad mail --------------------------------------------------------------------------------------------
+
+
+def test_a_mail_that_cannot_be_composed_costs_only_itself_an_attempt(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(1), subject="Sosialisasi\nBcc: all@example.org")
+
+    with SmtpServer() as smtp:
+        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        received = smtp.messages
+
+    assert sorted(_recipients(received)) == [_address(0), _address(2)]
+    bad = _delivery_to(runtime, _address(1))
+    assert (bad.status, bad.attempts, bad.claim_token) == ("pending", 1, None)
+    assert "linefeed" in bad.last_error
+    assert bad.next_attempt_at > utcnow()
+    assert [d.status for d in _deliveries(runtime)] == ["sent", "pending", "sent"]
+
+
+def test_a_refused_recipient_costs_only_its_own_delivery_an_attempt(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    handler = _ScriptedHandler(refuse={_address(1)})
+
+    with _scripted_smtp(handler) as transport:
+        domain.send_due_mail(runtime, transport)
+
+    assert sorted(_recipients(handler.messages)) == [_address(0), _address(2)]
+    refused = _delivery_to(runtime, _address(1))
+    assert (refused.status, refused.attempts) == ("pending", 1)
+    assert "SMTPRecipientsRefused" in refused.last_error
+
+
+def test_a_delivery_the_server_keeps_refusing_ends_failed_and_says_so(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 1)
+
+    with _scripted_smtp(_ScriptedHandler(refuse={_address(0)})) as transport:
+        for _ in range(domain.MAX_SEND_ATTEMPTS):
+            _make_all_due(runtime)
+            domain.send_due_mail(runtime, transport)
+
+    [delivery] = _deliveries(runtime)
+    assert delivery.status == "failed"
+    assert delivery.attempts == domain.MAX_SEND_ATTEMPTS
+    assert _outbox_types(runtime) == ["notification.failed"]
+
+
+# --- the connection ------------------------------------------------------------------------------------------
+
+
 def test_an_unreachable_mail_server_only_delays_mail(tmp_path, postgres_url):
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 2)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(1), created_at=an_hour_ago)
     nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
 
+    before = utcnow()
     domain.send_due_mail(runtime, nowhere)
 
-    waiting = _deliveries(runtime)
-    assert [d.status for d in waiting] == ["pending", "pending"]
-    assert all(d.attempts == 1 and "ConnectionRefusedError" in d.last_error for d in waiting)
-    assert all(d.next_attempt_at > utcnow() for d in waiting)  # backed off, not hammering the server
+    fresh, waiting_long = _deliveries(runtime)
+    for delivery in (fresh, waiting_long):
+        assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, None)
+        assert "ConnectionRefusedError" in delivery.last_error
+    # backed off (not hammering the server), the longer a mail has waited the longer, up to 10 minutes
+    assert before + timedelta(seconds=30) <= fresh.next_attempt_at <= utcnow() + timedelta(minutes=1)
+    assert before + timedelta(minutes=10) <= waiting_long.next_attempt_at <= utcnow() + timedelta(minutes=10)
     assert "notification.delivered" not in _outbox_types(runtime)
 
-    with runtime.engine.begin() as connection:  # time passes: the retry is due
-        connection.execute(update(Delivery.__table__).values(next_attempt_at=utcnow()))
+    _make_all_due(runtime)
     with SmtpServer() as smtp:
         domain.send_due_mail(runtime, SmtpTransport(smtp.url))
         assert len(smtp.messages) == 2
     assert [d.status for d in _deliveries(runtime)] == ["sent", "sent"]
 
 
-def test_a_delivery_that_keeps_failing_ends_failed_and_says_so(tmp_path, postgres_url):
+def test_a_long_outage_does_not_fail_mail(tmp_path, postgres_url):
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 1)
     nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
 
-    for _ in range(domain.MAX_SEND_ATTEMPTS):
-        with runtime.engine.begin() as connection:
-            connection.execute(update(Delivery.__table__).values(next_attempt_at=utcnow()))
+    for _ in range(domain.MAX_SEND_ATTEMPTS + 2):
+        _make_all_due(runtime)
         domain.send_due_mail(runtime, nowhere)
 
     [delivery] = _deliveries(runtime)
-    assert delivery.status == "failed"
-    assert delivery.attempts == domain.MAX_SEND_ATTEMPTS
-    assert _outbox_types(runtime) == ["notification.failed"]
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert _outbox_types(runtime) == []
+
+
+def test_mail_older_than_the_maximum_age_fails_when_it_still_cannot_go_out(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 2)
+    too_old = datetime.now(UTC) - domain.MAX_DELIVERY_AGE - timedelta(minutes=1)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(0), created_at=too_old)
+
+    domain.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{free_port()}"))
+
+    old, young = _deliveries(runtime)
+    assert (old.status, old.attempts) == ("failed", 0)
+    assert "ConnectionRefusedError" in old.last_error
+    assert young.status == "pending"
+    assert [(e["type"], e["data"]["recipient"]) for e in _events(runtime)] == [("notification.failed", _address(0))]
+
+
+def test_a_server_closing_the_session_mid_batch_costs_the_unsent_mail_no_attempt(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    handler = _ScriptedHandler(closing_from=1)
+
+    with _scripted_smtp(handler) as transport:
+        domain.send_due_mail(runtime, transport)
+
+    [sent] = handler.messages
+    for delivery in _deliveries(runtime):
+        if delivery.recipient == str(sent["To"]):
+            assert delivery.status == "sent"
+        else:
+            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, None)
+            assert "421" in delivery.last_error
+            assert delivery.next_attempt_at > utcnow()
+
+
+def test_a_database_error_after_the_server_accepted_a_mail_does_not_schedule_it_again(tmp_path, postgres_url):
+    """The lease keeps the mail from being resent at once; after it, the resend keeps its Message-ID."""
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 1)
+    with runtime.engine.begin() as connection:  # the database fails exactly when the outcome is recorded
+        connection.exec_driver_sql(
+            "CREATE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the database went away'; END $$"
+        )
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON deliveries FOR EACH ROW "
+            "WHEN (NEW.status = 'sent') EXECUTE FUNCTION refuse_outcome()"
+        )
+
+    with SmtpServer() as smtp:
+        with pytest.raises(DBAPIError, match="the database went away"):
+            domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        assert domain.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0
+        assert len(smtp.messages) == 1
+
+    [delivery] = _deliveries(runtime)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("pending", 0, None)
+    assert delivery.claimed_until > utcnow()  # still leased: nobody sends it again before the lease ends
+
+
+# --- the lease -----------------------------------------------------------------------------------------------
+
+
+def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    other_worker: dict = {}
+
+    def the_first_mail_is_slow(message: EmailMessage) -> None:
+        if other_worker:
+            return
+        # our leases on the rest of the batch run out meanwhile, and another worker claims those mails
+        other_worker["first"] = str(message["To"])
+        _change_deliveries(
+            runtime,
+            deliveries.c.status == "pending",
+            deliveries.c.recipient != other_worker["first"],
+            claimed_until=utcnow() - timedelta(seconds=1),
+        )
+        c = deliveries.c
+        other_worker["token"], other_worker["rows"] = claim_due_rows(
+            runtime.engine, deliveries, (c.status == "pending",), 20, domain.SEND_LEASE
+        )
+
+    handler = _ScriptedHandler(on_message=the_first_mail_is_slow)
+    with _scripted_smtp(handler) as transport:
+        domain.send_due_mail(runtime, transport)
+
+    assert _recipients(handler.messages) == [other_worker["first"]]
+    assert len(other_worker["rows"]) == 2
+    for delivery in _deliveries(runtime):
+        if delivery.recipient == other_worker["first"]:
+            assert delivery.status == "sent"
+        else:  # left alone for the worker that holds it now
+            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, other_worker["token"])
