@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import utcnow
@@ -70,6 +72,15 @@ READ_ONLY_OPTION = "labinov_read_only"
 def reading_engine(engine: Engine) -> Engine:
     """The same engine and pool, for transactions that only read (see the module docstring)."""
     return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
+def upsert(session: Session, table: Table, values: dict[str, Any], key: tuple[str, ...]) -> None:
+    """Insert ``values`` or, if a row with the same ``key`` columns exists, update it — in one statement, so
+    two workers projecting events about the same thing never collide (PostgreSQL and SQLite alike)."""
+    insert_for = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert_for(table).values(**values)
+    changes = {name: statement.excluded[name] for name in values if name not in key}
+    session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
 def is_postgresql(engine: Engine) -> bool:

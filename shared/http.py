@@ -217,7 +217,10 @@ def create_service_app(
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
-        return problem(error.status, error.title, error.detail, slug=error.slug, errors=error.errors)
+        response = problem(error.status, error.title, error.detail, slug=error.slug, errors=error.errors)
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="labinov"'
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -8,22 +8,26 @@ from typing import Any
 from sqlalchemy import select
 
 from services.evaluation.tables import Participant
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, upsert
 
 
-def record_participant(uow: UnitOfWork, data: dict[str, Any]) -> Participant:
-    """Create or refresh the participant a confirmed registration describes (keyed by NIP)."""
-    participant = uow.session.get(Participant, data["nip"])
-    if participant is None:
-        participant = Participant(nip=data["nip"])
-        uow.session.add(participant)
-    participant.name = data["name"]
-    participant.email = data["email"]
-    participant.opd = data["opd"]
-    participant.position = data.get("position")
-    participant.last_registration_id = data["registration_id"]
-    participant.updated_at = datetime.now(UTC)
-    return participant
+def record_participant(uow: UnitOfWork, data: dict[str, Any]) -> None:
+    """Create or refresh the participant a confirmed registration describes (keyed by NIP; the event handled
+    last wins)."""
+    upsert(
+        uow.session,
+        Participant.__table__,
+        {
+            "nip": data["nip"],
+            "name": data["name"],
+            "email": data["email"],
+            "opd": data["opd"],
+            "position": data.get("position"),
+            "last_registration_id": data["registration_id"],
+            "updated_at": datetime.now(UTC),
+        },
+        key=("nip",),
+    )
 
 
 def list_participants(uow: UnitOfWork, opd: str | None = None, limit: int = 100, offset: int = 0):

@@ -74,13 +74,14 @@ def start_embedded_broker(socket_path: Path, log_path: Path | None = None) -> su
     if embedded_broker_answers(socket_path):
         return None
     socket_path.unlink(missing_ok=True)
-    log = open(log_path or socket_path.parent / "redis.log", "ab")
-    process = subprocess.Popen(embedded_redis_command(socket_path), stdout=log, stderr=subprocess.STDOUT)
+    log_path = log_path or socket_path.parent / "redis.log"
+    with open(log_path, "ab") as log:  # the server keeps its own copy of the handle
+        process = subprocess.Popen(embedded_redis_command(socket_path), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while not embedded_broker_answers(socket_path):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"the embedded broker did not start; see {log.name}")
+            raise RuntimeError(f"the embedded broker did not start; see {log_path}")
         time.sleep(0.05)
     return process
 
