@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
+
+#: Kalimantan Utara is on WITA (UTC+8): times are stored in UTC and shown to people in this zone.
+PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
 
 
 def utcnow() -> datetime:

@@ -29,22 +29,20 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select, update
 
 from services.notification.mail import MailTransport, Send
 from services.notification.tables import Delivery, Recipient
-from shared.clock import utcnow
-from shared.db import UnitOfWork, claim_due_rows
+from shared.clock import PROGRAMME_TIMEZONE, utcnow
+from shared.db import UnitOfWork, claim_due_rows, upsert
 from shared.events import Event
 from shared.observability import new_correlation_id, reset_correlation_id, set_correlation_id
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
-PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
 SEND_LEASE = timedelta(minutes=2)
 MAX_SEND_ATTEMPTS = 6  # mails the server refused (or that could not be composed) before a delivery fails
 MAX_DELIVERY_AGE = timedelta(hours=48)  # a delivery still not out after this fails at its next failure
@@ -73,27 +71,31 @@ SUBJECTS = {
 }
 
 
-def remember_recipient(uow: UnitOfWork, data: dict[str, Any]) -> Recipient:
-    """Create or refresh the recipient an event describes (the newest event wins)."""
-    recipient = uow.session.get(Recipient, data["email"].lower())
-    if recipient is None:
-        recipient = Recipient(email=data["email"].lower())
-        uow.session.add(recipient)
-    recipient.name = data["name"]
-    recipient.phone = data.get("phone")
-    recipient.opd = data.get("opd")
-    recipient.language = data.get("language") or "id"
-    recipient.updated_at = datetime.now(UTC)
-    return recipient
+def remember_recipient(uow: UnitOfWork, data: dict[str, Any]) -> str:
+    """Create or refresh the recipient an event describes, in one statement (two workers handling events
+    about one person never collide; the event handled last wins). Returns the recipient's address."""
+    email = data["email"].lower()
+    upsert(
+        uow.session,
+        Recipient.__table__,
+        {
+            "email": email,
+            "name": data["name"],
+            "phone": data.get("phone"),
+            "opd": data.get("opd"),
+            "language": data.get("language") or "id",
+            "updated_at": datetime.now(UTC),
+        },
+        key=("email",),
+    )
+    return email
 
 
-def queue_mail(
-    uow: UnitOfWork, recipient: Recipient, template: str, context: dict[str, Any], caused_by: Event
-) -> Delivery:
+def queue_mail(uow: UnitOfWork, recipient: str, template: str, context: dict[str, Any], caused_by: Event) -> Delivery:
     """Write a pending delivery with its rendered subject and body; the mail loop sends it."""
     delivery = Delivery(
         channel="email",
-        recipient=recipient.email,
+        recipient=recipient,
         template=template,
         subject=SUBJECTS[template].format(**context),
         body=_templates.get_template(f"{template}.txt").render(**context),

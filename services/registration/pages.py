@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from flask import Blueprint, render_template
 
 from services.registration import domain
+from shared.clock import PROGRAMME_TIMEZONE
 from shared.http import runtime_of
 
 pages = Blueprint("registration_pages", __name__)
-
-#: Kalimantan Utara is on WITA (UTC+8); times are stored in UTC and shown local.
-PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
 
 
 @pages.get("/")

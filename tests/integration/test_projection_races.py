@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import select
 
-from services.evaluation import domain
+from services.evaluation import domain as evaluation
 from services.evaluation.tables import Participant
+from services.notification import domain as notification
+from services.notification.tables import Recipient
 from tests.support.runtimes import migrated_runtime
 
 
@@ -16,19 +19,28 @@ def _confirmed(name: str, registration_id: str) -> dict:
         "nip": "198503152010011001",
         "name": name,
         "email": "sari@kaltaraprov.go.id",
+        "phone": "+6281234567890",
         "opd": "Dinas Kominfo",
         "position": None,
         "registration_id": registration_id,
     }
 
 
-def test_two_events_about_one_participant_in_parallel_both_succeed_and_the_later_wins(tmp_path, postgres_url):
-    runtime = migrated_runtime("evaluation", tmp_path, postgres_url)
+PROJECTIONS = {
+    "evaluation": (evaluation.record_participant, Participant),
+    "notification": (notification.remember_recipient, Recipient),
+}
+
+
+@pytest.mark.parametrize("service", PROJECTIONS)
+def test_two_events_about_one_person_in_parallel_both_succeed_and_the_later_wins(tmp_path, postgres_url, service):
+    record, model = PROJECTIONS[service]
+    runtime = migrated_runtime(service, tmp_path, postgres_url)
     first_written = threading.Event()
 
     def first_worker() -> None:
         with runtime.unit_of_work() as uow:
-            domain.record_participant(uow, _confirmed("Sari (first event)", "r-1"))
+            record(uow, _confirmed("Sari (first event)", "r-1"))
             uow.flush()  # the row is written but not committed: the second worker must wait for it
             first_written.set()
             threading.Event().wait(0.5)
@@ -38,11 +50,11 @@ def test_two_events_about_one_participant_in_parallel_both_succeed_and_the_later
     thread.start()
     first_written.wait(5)
     with runtime.unit_of_work() as uow:  # would collide on the primary key with a read-then-insert
-        domain.record_participant(uow, _confirmed("Sari (second event)", "r-2"))
+        record(uow, _confirmed("Sari (second event)", "r-2"))
         uow.commit()
     thread.join()
 
     with runtime.reading() as uow:
-        [participant] = uow.session.scalars(select(Participant)).all()
-    assert participant.name == "Sari (second event)" and participant.last_registration_id == "r-2"
+        [person] = uow.session.scalars(select(model)).all()
+    assert person.name == "Sari (second event)"
     runtime.engine.dispose()
