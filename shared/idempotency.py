@@ -30,14 +30,7 @@ from datetime import timedelta
 
 from flask import Response, current_app, g, request
 from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
     Table,
-    Text,
     delete,
     insert,
     select,
@@ -52,21 +45,6 @@ HEADER = "Idempotency-Key"
 KEY_LIFETIME = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
-def define_idempotency_table(metadata: MetaData) -> Table:
-    return Table(
-        "idempotency_keys",
-        metadata,
-        Column("scope", String(400), nullable=False, comment="method, path and caller"),
-        Column("key", String(200), nullable=False),
-        Column("fingerprint", String(64), nullable=False, comment="sha256 of the request body"),
-        Column("status", Integer, nullable=True, comment="the stored answer; NULL while in progress"),
-        Column("content_type", String(100), nullable=True),
-        Column("body", Text, nullable=True),
-        Column("created_at", DateTime, nullable=False),
-        PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
-    )
 
 
 def idempotent(view):

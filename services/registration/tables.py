@@ -5,20 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.clock import UTCDateTime
 from shared.db import new_id
-from shared.idempotency import define_idempotency_table
-from shared.messaging.tables import define_messaging_tables
+from shared.tables import service_base
 
-
-class Base(DeclarativeBase):
-    pass
-
-
-outbox, inbox = define_messaging_tables(Base.metadata)
-idempotency_keys = define_idempotency_table(Base.metadata)
+Base = service_base()
 
 
 class Account(Base):
