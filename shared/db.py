@@ -74,11 +74,16 @@ def reading_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
+def insert_or_update(session: Session, table: Table):
+    """An ``INSERT`` for ``table`` that supports ``.on_conflict_do_update()`` on PostgreSQL and SQLite alike."""
+    insert_for = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert_for(table)
+
+
 def upsert(session: Session, table: Table, values: dict[str, Any], key: tuple[str, ...]) -> None:
     """Insert ``values`` or, if a row with the same ``key`` columns exists, update it — in one statement, so
     two workers projecting events about the same thing never collide (PostgreSQL and SQLite alike)."""
-    insert_for = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert_for(table).values(**values)
+    statement = insert_or_update(session, table).values(**values)
     changes = {name: statement.excluded[name] for name in values if name not in key}
     session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
 

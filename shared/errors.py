@@ -14,6 +14,7 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers: dict[str, str] = {}
 
 
 class NotFound(DomainError):

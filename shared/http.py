@@ -218,6 +218,7 @@ def create_service_app(
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
         response = problem(error.status, error.title, error.detail, slug=error.slug, errors=error.errors)
+        response.headers.update(error.headers)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="labinov"'
         return response

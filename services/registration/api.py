@@ -41,6 +41,8 @@ def _session_view(session, seats: domain.SeatCount) -> dict:
 @public
 @blp.arguments(TokenRequestSchema)
 @blp.response(200, TokenSchema)
+@blp.alt_response(401, description="Wrong e-mail or password")
+@blp.alt_response(429, description="Too many attempts for this e-mail address; see Retry-After")
 def issue_token(credentials):
     """Exchange an organiser's or evaluator's e-mail and password for a bearer token."""
     with runtime_of().reading() as uow:

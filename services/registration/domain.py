@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from math import ceil
 from typing import Any
 
 import phonenumbers
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import case, delete, func, literal, select
 from sqlalchemy.exc import IntegrityError
 
-from services.registration.tables import Account, LabSession, Registration
+from services.registration.tables import Account, LabSession, LoginAttempts, Registration
 from shared.auth import ROLES, Principal
-from shared.db import UnitOfWork
-from shared.errors import Conflict, NotFound, RuleViolation
+from shared.clock import UTCDateTime
+from shared.db import UnitOfWork, insert_or_update
+from shared.errors import Conflict, DomainError, NotFound, RuleViolation
 
 _password_hasher = PasswordHasher()
 
@@ -114,9 +116,28 @@ def create_account(
     return account
 
 
+#: At most this many sign-in attempts per e-mail address in one window; then 429 until the window ends.
+SIGN_IN_ATTEMPTS = 5
+SIGN_IN_WINDOW = timedelta(minutes=15)
+
+
 def authenticate(uow: UnitOfWork, email: str, password: str) -> Principal:
-    """The principal of the account with these credentials; one vague error for every failure."""
-    account = uow.session.scalar(select(Account).where(Account.email == email.strip().lower()))
+    """The principal of the account with these credentials; one vague error for every failure.
+
+    Guessing is bounded per e-mail address (known or not, so the answer reveals nothing): every attempt is
+    counted *before* the password is checked, by one atomic insert-or-increment committed at once, so even
+    a burst of parallel guesses gets at most :data:`SIGN_IN_ATTEMPTS` password checks per window — and the
+    expensive argon2 check is never run for a locked address. A successful sign-in clears the count.
+    """
+    email = email.strip().lower()
+    attempts, window_started_at = _count_attempt(uow, email)
+    if attempts > SIGN_IN_ATTEMPTS:
+        retry_after = window_started_at + SIGN_IN_WINDOW - datetime.now(UTC)
+        raise TooManyAttempts(
+            f"Too many sign-in attempts for {email}; try again in {ceil(retry_after.total_seconds() / 60)} minutes.",
+            retry_after_seconds=max(int(retry_after.total_seconds()), 1),
+        )
+    account = uow.session.scalar(select(Account).where(Account.email == email))
     try:
         if account is None:
             _password_hasher.hash(password)  # same work either way: no user enumeration by timing
@@ -124,13 +145,47 @@ def authenticate(uow: UnitOfWork, email: str, password: str) -> Principal:
         _password_hasher.verify(account.password_hash, password)
     except (VerifyMismatchError, InvalidHashError):
         raise InvalidCredentials("Wrong e-mail or password.") from None
+    uow.session.execute(delete(LoginAttempts).where(LoginAttempts.email == email))
+    uow.commit()
     return Principal(account.id, account.email, account.role, account.name)
+
+
+def _count_attempt(uow: UnitOfWork, email: str) -> tuple[int, datetime]:
+    """Count one attempt for ``email`` (a new window if the last one ended) and commit it at once."""
+    now = datetime.now(UTC)
+    table = LoginAttempts.__table__
+    window_over = table.c.window_started_at < now - SIGN_IN_WINDOW
+    statement = (
+        insert_or_update(uow.session, table)
+        .values(email=email, attempts=1, window_started_at=now)
+        .on_conflict_do_update(
+            index_elements=["email"],
+            set_={
+                "attempts": case((window_over, 1), else_=table.c.attempts + 1),
+                "window_started_at": case((window_over, literal(now, UTCDateTime())), else_=table.c.window_started_at),
+            },
+        )
+        .returning(table.c.attempts, table.c.window_started_at)
+    )
+    attempts, window_started_at = uow.session.execute(statement).one()
+    uow.commit()
+    return attempts, window_started_at
 
 
 class InvalidCredentials(RuleViolation):
     status = 401
     slug = "invalid-credentials"
     title = "Unauthorized"
+
+
+class TooManyAttempts(DomainError):
+    status = 429
+    slug = "too-many-attempts"
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 # --- sessions ------------------------------------------------------------------------------------------

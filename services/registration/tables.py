@@ -59,3 +59,12 @@ class Registration(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     session: Mapped[LabSession] = relationship(back_populates="registrations")
+
+
+class LoginAttempts(Base):
+    """Sign-in attempts per e-mail address in the current window (see ``domain.authenticate``)."""
+
+    __tablename__ = "login_attempts"
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
