@@ -29,7 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
 from shared import db
-from shared.auth import load_secret_key
+from shared.auth import install_verifier, load_secret_key
 from shared.errors import DomainError
 from shared.messaging import broker
 from shared.messaging.outbox import pending_summary
@@ -182,7 +182,7 @@ def create_service_app(
     page_blueprints: Iterable[Blueprint] = (),
     description: str = "",
 ) -> Flask:
-    """The Flask app of one service, with Labinov's HTTP conventions installed."""
+    """The Flask app of one service, with Labinov's HTTP conventions and the token check installed."""
     name = runtime.name
     configure_logging(name, "web", runtime.settings.log_level)
     app = Flask(import_name, static_url_path=f"/{name}/static")
@@ -214,6 +214,7 @@ def create_service_app(
         app.register_blueprint(blueprint, url_prefix=f"/{name}")
     app.register_blueprint(_operations_blueprint(runtime), url_prefix=f"/{name}")
     _install_request_context(app, name)
+    install_verifier(app, runtime.settings)  # every service checks tokens; only registration issues them
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):

@@ -7,7 +7,6 @@ from flask import Flask
 from services.evaluation.api import blp
 from services.evaluation.bootstrap import bootstrap
 from services.evaluation.pages import pages
-from shared.auth import install_verifier
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
 
@@ -22,5 +21,4 @@ def create_app(runtime: ServiceRuntime | None = None) -> Flask:
         page_blueprints=[pages],
         description="Innovation proposals, evaluation rounds, scores and results.",
     )
-    install_verifier(app, runtime.settings)
     return app

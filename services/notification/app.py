@@ -7,7 +7,6 @@ from flask import Flask
 from services.notification.api import blp
 from services.notification.bootstrap import bootstrap
 from services.notification.pages import pages
-from shared.auth import install_verifier
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
 
@@ -22,5 +21,4 @@ def create_app(runtime: ServiceRuntime | None = None) -> Flask:
         page_blueprints=[pages],
         description="What participants, teams and evaluators hear from the programme, and whether it arrived.",
     )
-    install_verifier(app, runtime.settings)
     return app

@@ -7,7 +7,7 @@ from flask import Flask
 from services.registration.api import blp
 from services.registration.bootstrap import bootstrap
 from services.registration.pages import pages
-from shared.auth import TokenIssuer, install_verifier, load_private_key_pem
+from shared.auth import TokenIssuer, load_private_key_pem
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
 
@@ -24,5 +24,4 @@ def create_app(runtime: ServiceRuntime | None = None) -> Flask:
     )
     settings = runtime.settings
     app.extensions["labinov_issuer"] = TokenIssuer(load_private_key_pem(settings), settings.token_lifetime_seconds)
-    install_verifier(app, settings)
     return app
