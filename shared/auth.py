@@ -67,8 +67,17 @@ def load_private_key_pem(settings: Settings) -> str:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
-    read_or_create_secret(settings.keys_dir / _PUBLIC_KEY_FILE, lambda: _public_pem(private_pem))
+    _publish_public_half(settings.keys_dir / _PUBLIC_KEY_FILE, _public_pem(private_pem))
     return private_pem.decode()
+
+
+def _publish_public_half(path: Path, public_pem: bytes) -> None:
+    """Keep the public key file in step with the private key (a replaced key replaces it, atomically)."""
+    if path.exists() and path.read_bytes() == public_pem:
+        return
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    draft.write_bytes(public_pem)
+    os.replace(draft, path)
 
 
 def _public_pem(private_pem: bytes) -> bytes:
@@ -147,9 +156,14 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
+        """Verify with, in this order: the public key from the environment; the public half of the private
+        key from the environment (registration itself); the JWKS URL; the public key file of the data folder."""
         if settings.jwt_public_key_pem:
             key = serialization.load_pem_public_key(settings.jwt_public_key_pem.encode())
             return cls(lambda _token: key)
+        if settings.jwt_private_key_pem:
+            own = serialization.load_pem_private_key(settings.jwt_private_key_pem.encode(), password=None)
+            return cls(lambda _token: own.public_key())
         if settings.jwks_url:
             client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=3600, timeout=3)
             return cls(lambda token: _key_from_jwks(client, token))
@@ -180,23 +194,26 @@ def _key_from_jwks(client: jwt.PyJWKClient, token: str):
 
 
 class _PublicKeyFile:
-    """Embedded runs: the public key registration wrote into the shared data folder. Verifiers only read it;
-    they never make a key of their own, so a missing key is an honest 503, never a silent mismatch."""
+    """Embedded runs: the public key registration wrote into the shared data folder, read again whenever the
+    file changes (a replaced key). Verifiers only read it; they never make a key of their own, so a missing key
+    is an honest 503, never a silent mismatch."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._key = None
+        self._loaded: tuple[float, Any] | None = None
 
     def __call__(self, _token: str):
-        if self._key is None:
-            if not self.path.exists():
-                raise AuthError(
-                    503,
-                    f"Tokens cannot be checked yet: {self.path} does not exist. Start the registration service "
-                    "first, or set LABINOV_JWT_PUBLIC_KEY or LABINOV_JWKS_URL.",
-                )
-            self._key = serialization.load_pem_public_key(self.path.read_bytes())
-        return self._key
+        try:
+            modified = self.path.stat().st_mtime
+        except FileNotFoundError:
+            raise AuthError(
+                503,
+                f"Tokens cannot be checked yet: {self.path} does not exist. Start the registration service "
+                "first, or set LABINOV_JWT_PUBLIC_KEY or LABINOV_JWKS_URL.",
+            ) from None
+        if self._loaded is None or self._loaded[0] != modified:
+            self._loaded = (modified, serialization.load_pem_public_key(self.path.read_bytes()))
+        return self._loaded[1]
 
 
 def current_principal() -> Principal | None:

@@ -96,7 +96,9 @@ class ProblemSchema(Schema):
 
 
 #: For names, titles and places: one line of text, no control characters (they end up in mail headers).
-one_line = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must be one line of text, without control characters.")
+one_line = validate.Regexp(
+    r"\A[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z", error="Must be one line of text, without control characters."
+)
 
 
 class RequestSchema(Schema):

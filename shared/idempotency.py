@@ -11,8 +11,9 @@ How (one row per key in the service's ``idempotency_keys`` table):
    gets ``409`` *still in progress* with ``Retry-After``.
 2. **Run** the view and **store** its answer on the row — any answer below 500, including a 409 or 422, so
    the retry hears the same. A 5xx releases the claim, so a retry runs again.
-3. A later request with the same key and the same body is **replayed**; with a different body it is refused
-   (``422``): a key names one request.
+3. A later request with the same key and the same body is **replayed**; from a signed-in caller with a
+   different body it is refused (``422``): a key names one request. (Anonymous callers' scope includes the
+   body, so for them a different body is simply a different request.)
 
 Scope: method, path and caller (the token's subject; for anonymous callers, the request body), so keys of
 different callers never meet. Keys expire after :data:`KEY_LIFETIME`. The one window — the process dies after the view committed
@@ -119,13 +120,17 @@ def _claim(engine, table: Table, scope: str, key: str, fingerprint: str):
                 (c.created_at < now - KEY_LIFETIME) | (c.status.is_(None) & (c.created_at < now - CLAIM_TIMEOUT)),
             )
         )
-    try:
-        with engine.begin() as connection:
-            connection.execute(insert(table).values(scope=scope, key=key, fingerprint=fingerprint, created_at=now))
-        return None
-    except IntegrityError:
-        with engine.connect() as connection:
-            return connection.execute(select(table).where(c.scope == scope, c.key == key)).first()
+    for _ in range(3):  # the earlier row may be released and vanish between our insert and our read
+        try:
+            with engine.begin() as connection:
+                connection.execute(insert(table).values(scope=scope, key=key, fingerprint=fingerprint, created_at=now))
+            return None
+        except IntegrityError:
+            with engine.connect() as connection:
+                earlier = connection.execute(select(table).where(c.scope == scope, c.key == key)).first()
+            if earlier is not None:
+                return earlier
+    raise RuntimeError(f"could not claim {HEADER} {key!r}: it keeps appearing and vanishing")
 
 
 def _settle(engine, table: Table, scope: str, key: str, response: Response) -> None:

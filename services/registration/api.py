@@ -45,7 +45,7 @@ def _session_view(session, seats: domain.SeatCount) -> dict:
 @blp.alt_response(429, description="Too many attempts for this e-mail address; see Retry-After")
 def issue_token(credentials):
     """Exchange an organiser's or evaluator's e-mail and password for a bearer token."""
-    with runtime_of().reading() as uow:
+    with runtime_of().unit_of_work() as uow:  # it writes: sign-in attempts are counted
         principal = domain.authenticate(uow, credentials["email"], credentials["password"])
     issuer = current_app.extensions["labinov_issuer"]
     return {

@@ -130,6 +130,8 @@ def authenticate(uow: UnitOfWork, email: str, password: str) -> Principal:
     expensive argon2 check is never run for a locked address. A successful sign-in clears the count.
     """
     email = email.strip().lower()
+    if len(email) > 254:  # lower-casing can lengthen some letters: no account has such an address
+        raise InvalidCredentials("Wrong e-mail or password.")
     attempts, window_started_at = _count_attempt(uow, email)
     if attempts > SIGN_IN_ATTEMPTS:
         retry_after = window_started_at + SIGN_IN_WINDOW - datetime.now(UTC)
@@ -138,6 +140,7 @@ def authenticate(uow: UnitOfWork, email: str, password: str) -> Principal:
             retry_after_seconds=max(int(retry_after.total_seconds()), 1),
         )
     account = uow.session.scalar(select(Account).where(Account.email == email))
+    uow.commit()  # no transaction stays open (nor, on SQLite, a read snapshot) while argon2 works
     try:
         if account is None:
             _password_hasher.hash(password)  # same work either way: no user enumeration by timing

@@ -56,7 +56,7 @@ def embedded_redis_command(socket_path: Path) -> list[str]:
         "--appendonly",
         "yes",
         "--appendfsync",
-        "everysec",
+        "always",  # the relay marks a row sent once Redis has it: it must be on disk by then
         "--dbfilename",
         "broker.rdb",
         "--save",
