@@ -11,10 +11,13 @@ Concurrency design — several relays of one service may run at once (scaled-out
    push (Redis). Only then **mark** them ``sent_at``, still guarded by the claim token.
 3. A relay that dies between publish and mark leaves rows whose lease expires; another relay publishes them
    again. That is the only way a row is published twice, and consumers are idempotent (inbox) for it.
-   A broker outage only delays rows: their claim is released and the relay backs off and reconnects.
+4. A publish that fails postpones that row (1 s, 2 s, 4 s … 60 s) and releases the rest of the batch at once;
+   the relay reconnects with backoff. A broker outage only delays rows, and a row the broker keeps refusing
+   never holds up the rows behind it.
 
-Order: one relay publishes in id order. With several relays, rows of different batches may interleave —
-consumers never depend on cross-event order (each event carries the full state it reports).
+Order: a relay publishes in id order, except that a postponed row is overtaken by later ones. With several
+relays, batches may interleave — consumers never depend on cross-event order (each event carries the full
+state it reports).
 """
 
 from __future__ import annotations
@@ -136,6 +139,18 @@ class OutboxRelay:
         self._mark_sent(token, published)
         return len(published)
 
+    def _idle(self, connection: Connection, stop: threading.Event) -> None:
+        """Wait for the next poll. On AMQP, wait by reading the connection: that answers the broker's
+        heartbeats (sending ours is not enough — py-amqp also needs to see traffic from the broker)."""
+        if connection.transport.driver_type != "amqp":
+            stop.wait(self.poll_interval)
+            return
+        connection.heartbeat_check()
+        try:
+            connection.drain_events(timeout=self.poll_interval)
+        except TimeoutError:
+            pass
+
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set, reconnecting with backoff while the broker or database is away."""
         backoff = 0.5
@@ -147,9 +162,8 @@ class OutboxRelay:
                     log.info("outbox relay connected", extra={"broker": connection.as_uri()})
                     backoff = 0.5
                     while not stop.is_set():
-                        connection.heartbeat_check()  # keeps an idle AMQP connection alive (no-op elsewhere)
                         if self.relay_once(connection) < self.batch_size:
-                            stop.wait(self.poll_interval)
+                            self._idle(connection, stop)
             except Exception as exc:  # broker or database away: rows stay pending, nothing is lost
                 log.warning("outbox relay paused: %r; retrying in %.1fs", exc, backoff)
                 stop.wait(backoff)

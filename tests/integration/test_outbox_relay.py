@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import logging
 import multiprocessing
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +18,7 @@ from tests.support.broker_client import QueueReader
 from tests.support.racers import relay_until_empty
 from tests.support.runtimes import migrated_runtime
 from tests.support.suite import participant
-from tests.support.waiting import wait_until
+from tests.support.waiting import stays_true, wait_until
 
 EVENTS = 300
 
@@ -109,3 +111,26 @@ def test_a_row_the_broker_refuses_waits_and_does_not_hold_up_the_rows_behind_it(
     assert stuck.exchange == "labinov.nowhere"
     assert stuck.publish_attempts == 1 and "KeyError" in stuck.last_error
     assert stuck.not_before > utcnow()
+
+
+def test_an_idle_relay_keeps_its_rabbitmq_connection_through_several_heartbeats(
+    tmp_path, postgres_url, rabbitmq, monkeypatch, caplog
+):
+    broker_url, _ = rabbitmq
+    monkeypatch.setattr("shared.messaging.broker.HEARTBEAT_SECONDS", 2)
+    runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
+    relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration")
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    caplog.set_level(logging.INFO, logger="shared.messaging.outbox")
+    thread.start()
+    try:
+        # idle for four heartbeat intervals: a relay that only sent heartbeats would be dropped by now
+        assert stays_true(lambda: "paused" not in caplog.text, duration=8)
+        ids = _write_events(runtime, 1)
+        reader = QueueReader(broker_url, "evaluation-events")
+        assert [m.payload["id"] for m in wait_until(lambda: reader.at_least(1), what="the event")] == ids
+    finally:
+        stop.set()
+        thread.join(10)
+    assert caplog.text.count("outbox relay connected") == 1
