@@ -178,12 +178,17 @@ def _send_batch(runtime: ServiceRuntime, send: Send, token: str, rows: list) -> 
         try:
             send(compose(row, runtime.settings.mail_from))
         except Exception as exc:
-            if _connection_failed(exc):
+            if not _connection_failed(exc):
+                _charge_attempt(runtime, token, row, exc)
+                continue
+            if isinstance(exc, SMTP_REFUSALS):  # 421: the server is closing down, no mail's fault
                 _wait_for_mail_server(runtime, token, rows[index:], exc)
-                return
-            _charge_attempt(runtime, token, row, exc)
-            continue
-        # outside the try: a database error here leaves the row leased, never scheduled to be sent again
+            else:  # the connection broke while this mail was in flight: it may be the cause, so it pays
+                _charge_attempt(runtime, token, row, exc)
+                _wait_for_mail_server(runtime, token, rows[index + 1 :], exc)
+            return
+        # outside the try: a database error here leaves the row leased until the lease ends, when it is sent
+        # again (the one unavoidable window, see the module docstring)
         _record_outcome(runtime, token, row, "sent", row.attempts + 1)
 
 

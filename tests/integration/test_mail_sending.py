@@ -89,16 +89,19 @@ def _outbox_types(runtime) -> list[str]:
 
 
 class _ScriptedHandler:
-    """An aiosmtpd handler that refuses some recipients, answers 421 from the n-th mail on, or runs a hook."""
+    """An aiosmtpd handler that refuses some recipients, answers 421 from the n-th mail on, hangs up while
+    receiving the n-th mail, or runs a hook."""
 
     def __init__(
         self,
         refuse: set[str] = frozenset(),
         closing_from: int | None = None,
         on_message: Callable[[EmailMessage], None] | None = None,
+        hang_up_on: int | None = None,
     ) -> None:
         self.refuse = refuse
         self.closing_from = closing_from
+        self.hang_up_on = hang_up_on
         self.on_message = on_message
         self.messages: list[EmailMessage] = []
 
@@ -109,6 +112,9 @@ class _ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.hang_up_on is not None and len(self.messages) == self.hang_up_on:
+            server.transport.abort()  # drops the connection without a reply, as a crashing server would
+            return None
         if self.closing_from is not None and len(self.messages) >= self.closing_from:
             return "421 4.3.2 Service shutting down, closing transmission channel"
         message = message_from_bytes(envelope.original_content, policy=policy.default)
@@ -399,3 +405,16 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
             assert delivery.status == "sent"
         else:  # left alone for the worker that holds it now
             assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, other_worker["token"])
+
+
+def test_a_connection_that_breaks_while_a_mail_is_in_flight_charges_that_mail_only(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 3)
+    handler = _ScriptedHandler(hang_up_on=1)
+
+    with _scripted_smtp(handler) as transport:
+        domain.send_due_mail(runtime, transport)
+
+    [sent] = handler.messages
+    outcomes = sorted((d.status, d.attempts) for d in _deliveries(runtime))
+    assert outcomes == [("pending", 0), ("pending", 1), ("sent", 1)]
