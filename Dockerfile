@@ -29,7 +29,8 @@ FROM python:3.11-slim
 ENV PATH=/opt/labinov/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LABINOV_DATA_DIR=/data
+    LABINOV_DATA_DIR=/data \
+    LABINOV_BIND_HOST=0.0.0.0
 
 # A fixed non-root uid, and the folders it writes created here with its ownership: a named volume mounted
 # on /metrics (PROMETHEUS_MULTIPROC_DIR) starts as a copy of this folder, so the user can write to it.

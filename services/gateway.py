@@ -13,7 +13,10 @@ from shared.config import SERVICES, load_settings
 
 
 def create_gateway() -> Flask:
-    ports = load_settings("registration").service_ports
+    settings = load_settings("registration")
+    ports = settings.service_ports
+    # the services listen on LABINOV_BIND_HOST; "all interfaces" includes this machine's loopback
+    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::", "") else settings.bind_host
     front = Flask(__name__)
 
     @front.get("/")
@@ -23,7 +26,7 @@ def create_gateway() -> Flask:
     front.wsgi_app = ProxyMiddleware(
         front.wsgi_app,
         {
-            f"/{name}/": {"target": f"http://127.0.0.1:{ports[name]}/{name}/", "remove_prefix": True}
+            f"/{name}/": {"target": f"http://{host}:{ports[name]}/{name}/", "remove_prefix": True}
             for name in SERVICES
         },
     )
