@@ -26,7 +26,17 @@ def service_runtime(name: str) -> ServiceRuntime:
     return importlib.import_module(f"services.{name}.bootstrap").bootstrap()
 
 
-@click.group(help=__doc__)
+class _Commands(click.Group):
+    """Every command reports an unusable setting as one line naming the variable, not as a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+
+
+@click.group(cls=_Commands, help=__doc__)
 def main() -> None:
     pass
 

@@ -105,3 +105,15 @@ def test_an_error_about_a_url_never_shows_its_password():
         load_settings("registration", {"LABINOV_BROKER_URL": "ftp://guest:s3cret@broker:21/"})
     assert "LABINOV_BROKER_URL" in str(refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+def test_every_labinov_command_reports_a_bad_setting_as_one_line_naming_the_variable():
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    result = CliRunner().invoke(main, ["migrate", "registration"], env={"LABINOV_PORT": "abc"})
+
+    assert result.exit_code == 1
+    assert "LABINOV_PORT" in result.output
+    assert "Traceback" not in result.output
