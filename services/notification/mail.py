@@ -13,6 +13,7 @@ import smtplib
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -85,12 +86,20 @@ class MaildirTransport:
             (self.path / folder).mkdir(parents=True, exist_ok=True)
         yield mailbox.Maildir(self.path, create=False).add
 
-    def messages(self, limit: int = 100) -> list[mailbox.MaildirMessage]:
+    def messages(self, limit: int = 100) -> list[EmailMessage]:
+        """The newest ``limit`` messages, each read once into an ``EmailMessage``, newest first."""
         if not self.path.exists():
             return []
         box = mailbox.Maildir(self.path, create=False)
-        items = sorted(box.itervalues(), key=lambda m: m.get_date(), reverse=True)
-        return items[:limit]
+        # a Maildir key starts with its delivery time ("<seconds>.M<microseconds>P<pid>..."): no parsing needed
+        newest = sorted(box.iterkeys(), key=_delivery_time, reverse=True)[:limit]
+        return [message_from_bytes(box.get_bytes(key), policy=policy.default) for key in newest]
+
+
+def _delivery_time(key: str) -> tuple[int, int]:
+    seconds, _, rest = key.partition(".")
+    microseconds = rest[1:].split("P", 1)[0] if rest.startswith("M") else "0"
+    return int(seconds), int(microseconds) if microseconds.isdigit() else 0
 
 
 def transport_for(smtp_url: str | None, mailbox_dir: Path) -> MailTransport:

@@ -6,8 +6,6 @@ local ``make run``), where it lists the mail the suite sent; with a real mail se
 
 from __future__ import annotations
 
-from email import policy
-
 from flask import Blueprint, abort, render_template
 
 from services.notification.mail import MaildirTransport
@@ -22,11 +20,4 @@ def mailbox():
     if settings.smtp_url:
         abort(404)
     messages = MaildirTransport(settings.mailbox_dir).messages()
-    parsed = [_as_email(m) for m in messages]
-    return render_template("notification/mailbox.html", messages=parsed)
-
-
-def _as_email(message):
-    from email import message_from_bytes
-
-    return message_from_bytes(message.as_bytes(), policy=policy.default)
+    return render_template("notification/mailbox.html", messages=messages)
