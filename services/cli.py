@@ -59,13 +59,17 @@ def worker(service: str) -> None:
     importlib.import_module(f"services.{service}.worker").main()
 
 
-def web_command(service: str, host: str, port: int, workers: int = 2) -> list[str]:
-    """The web process of ``service``: gunicorn with the shared settings in ``shared/gunicorn_config.py``."""
+def gunicorn_command(app: str, name: str, host: str, port: int, *options: str) -> list[str]:
+    """Gunicorn serving ``app`` with the shared settings in ``shared/gunicorn_config.py``."""
     return [
-        sys.executable, "-m", "gunicorn", f"services.{service}.wsgi:app",
-        "--config", "python:shared.gunicorn_config",
-        "--bind", f"{host}:{port}", "--workers", str(workers), "--name", f"labinov-{service}",
+        sys.executable, "-m", "gunicorn", app, "--config", "python:shared.gunicorn_config",
+        "--bind", f"{host}:{port}", "--name", f"labinov-{name}", *options,
     ]  # fmt: skip
+
+
+def web_command(service: str, host: str, port: int, workers: int = 2) -> list[str]:
+    """The web process of ``service``."""
+    return gunicorn_command(f"services.{service}.wsgi:app", service, host, port, "--workers", str(workers))
 
 
 @main.command()
@@ -81,13 +85,10 @@ def web(service: str, workers: int) -> None:
 def gateway() -> None:
     """Serve the one address (LABINOV_PORT) that routes /<service>/ to each service's own port."""
     settings = load_settings("registration")
-    command = [
-        sys.executable, "-m", "gunicorn", "services.gateway:app",
-        "--config", "python:shared.gunicorn_config",
-        "--bind", f"{settings.bind_host}:{settings.port}", "--workers", "1", "--threads", "16",
-        "--name", "labinov-gateway",
-    ]  # fmt: skip
-    os.execv(sys.executable, command)
+    options = ("--workers", "1", "--threads", "16")
+    os.execv(
+        sys.executable, gunicorn_command("services.gateway:app", "gateway", settings.bind_host, settings.port, *options)
+    )
 
 
 @main.group()
