@@ -17,7 +17,7 @@ from services.cli import web_command
 from shared.config import SERVICES, embedded_broker_socket
 from shared.messaging.broker import start_embedded_broker
 from tests.support.servers import free_port_block
-from tests.support.waiting import wait_until
+from tests.support.waiting import ConsumerOutcome, consumer_outcomes, wait_until
 
 ORGANISER = {"email": "panitia@kaltaraprov.go.id", "password": "rahasia-panitia-2017"}
 
@@ -66,7 +66,9 @@ class Suite:
             self.env["LABINOV_SMTP_URL"] = smtp_url
         self.broker_is_embedded = broker_url is None
         self.processes: dict[str, subprocess.Popen] = {}
+        self.workers_of: dict[str, list[str]] = {service: [] for service in SERVICES}  # process names
         self._broker: subprocess.Popen | None = None
+        self._organiser_token: str | None = None
 
     # -- processes ----------------------------------------------------------------------------------------
 
@@ -105,7 +107,49 @@ class Suite:
     def start_worker(self, service: str, name: str | None = None, module: str = "services.cli") -> subprocess.Popen:
         """Start a worker of ``service``; ``module`` may name a test wrapper that runs the real worker."""
         command = [sys.executable, "-m", module, "worker", service]
-        return self._spawn(name or f"{service}-worker", command, service)
+        name = name or f"{service}-worker"
+        self.workers_of[service].append(name)
+        return self._spawn(name, command, service)
+
+    # -- evidence: what the workers report ----------------------------------------------------------------
+
+    def outcomes(self, service: str, **match: str) -> list[ConsumerOutcome]:
+        """What ``service``'s workers (every one started so far) reported about the events they consumed,
+        filtered by ``event_id=``, ``event_type=`` or ``outcome=``."""
+        logs = {name: self.logs / f"{name}.log" for name in self.workers_of[service]}
+        return [o for o in consumer_outcomes(logs) if all(getattr(o, k) == v for k, v in match.items())]
+
+    def wait_for_outcomes(self, service: str, count: int, timeout: float = 60, **match: str) -> list[ConsumerOutcome]:
+        """Wait until ``service``'s workers have reported at least ``count`` outcomes matching ``match``."""
+        return wait_until(
+            lambda: (found := self.outcomes(service, **match)) and len(found) >= count and found,
+            timeout=timeout,
+            what=f"{count} consumer outcome(s) {match or ''} from {service}'s workers",
+        )
+
+    def deliveries(self) -> list[dict]:
+        """Every delivery the notification service holds, as its API lists them to an organiser."""
+        response = requests.get(
+            self.url("notification", "api/v1/deliveries"),
+            params={"limit": 500},
+            headers=self.organiser_headers(),
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_mail_to_settle(self, count: int, timeout: float = 60) -> list[dict]:
+        """Wait until ``count`` deliveries exist and none is pending: after that no further mail can be sent."""
+        return wait_until(
+            lambda: (
+                (found := self.deliveries())
+                and len(found) >= count
+                and all(d["status"] != "pending" for d in found)
+                and found
+            ),
+            timeout=timeout,
+            what=f"{count} deliveries, none pending",
+        )
 
     def metric(self, service: str, name: str, **labels: str) -> float:
         """The current value of a Prometheus sample on ``service``'s /metrics (0 if absent)."""
@@ -176,7 +220,10 @@ class Suite:
         return response.json()["access_token"]
 
     def organiser_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.organiser_token()}"}
+        """An organiser's bearer header; signed in once per suite (tests poll with it)."""
+        if self._organiser_token is None:
+            self._organiser_token = self.organiser_token()
+        return {"Authorization": f"Bearer {self._organiser_token}"}
 
     def create_session(self, capacity: int = 30, title: str = "Sosialisasi Laboratorium Inovasi") -> str:
         response = requests.post(

@@ -33,6 +33,10 @@ class TcpProxy:
         """The outage: stop listening and drop every open connection."""
         listener, self._listener = self._listener, None
         if listener:
+            try:  # wakes the thread blocked in accept(); close() alone would leave the port listening
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             for connection in self._connections:
