@@ -1,13 +1,19 @@
 """Alembic migrations, one history per service, run the same way by ``make run``, docker-compose and tests.
 
 Each service keeps its revisions in ``services/<name>/migrations/``; its ``env.py`` is two lines that call
-:func:`run_migrations_env`. :func:`upgrade` holds a PostgreSQL advisory lock, so several processes starting
+:func:`run_migrations_env`. The bookkeeping tables (outbox, inbox, idempotency keys) are the same in every
+service, so their changes are written once, in the ``bookkeeping`` branch under
+``shared/bookkeeping_migrations/`` that every service's history includes: a service's database is at its newest
+schema when both its own branch and that one are at their heads (``alembic upgrade heads``). The branch starts
+after each service's revision ``0002``, the one that made the last of those tables. :func:`upgrade` holds a PostgreSQL advisory lock, so several processes starting
 at once (scaled-out web and worker containers) migrate one after the other instead of colliding.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
+from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
@@ -15,17 +21,24 @@ from sqlalchemy import MetaData, text
 
 from shared.runtime import ServiceRuntime
 
+#: The revisions of the bookkeeping tables, shared by every service's history.
+BOOKKEEPING_VERSIONS = Path(__file__).parent / "bookkeeping_migrations"
+
 
 def alembic_config(runtime: ServiceRuntime) -> Config:
     config = Config()
     config.set_main_option("script_location", str(runtime.migrations_dir))
+    config.set_main_option("version_path_separator", "os")
+    config.set_main_option(
+        "version_locations", os.pathsep.join([str(runtime.migrations_dir / "versions"), str(BOOKKEEPING_VERSIONS)])
+    )
     config.set_main_option("sqlalchemy.url", runtime.settings.database_url.replace("%", "%%"))
     config.attributes["runtime"] = runtime
     return config
 
 
-def upgrade(runtime: ServiceRuntime, revision: str = "head") -> None:
-    """Bring the service's database to ``revision``."""
+def upgrade(runtime: ServiceRuntime, revision: str = "heads") -> None:
+    """Bring the service's database to ``revision`` (default: the newest, of its own and the bookkeeping branch)."""
     config = alembic_config(runtime)
     with runtime.engine.connect() as connection:
         if connection.dialect.name == "postgresql":

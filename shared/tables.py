@@ -1,12 +1,13 @@
 """The bookkeeping tables every service's database carries next to its own: outbox, inbox, idempotency keys.
 
 Each service declares its tables on ``Base = service_base()``, whose metadata already holds these, so the
-service's migrations and its runtime find them without the service repeating them.
+service's migrations and its runtime find them without the service repeating them. Their migrations are
+written once too, in the ``bookkeeping`` branch (``shared/bookkeeping_migrations/``, see ``shared/migrations.py``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import Column, DateTime, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.messaging.tables import define_messaging_tables
@@ -35,4 +36,5 @@ def define_idempotency_table(metadata: MetaData) -> Table:
         Column("body", Text, nullable=True),
         Column("created_at", DateTime, nullable=False),
         PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
+        Index("ix_idempotency_keys_created_at", "created_at"),  # housekeeping purges by age
     )

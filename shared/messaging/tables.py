@@ -58,6 +58,7 @@ def define_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("event_type", String(120), nullable=False),
         Column("handled_at", DateTime, nullable=False),
         PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
+        Index("ix_inbox_handled_at", "handled_at"),  # housekeeping purges by age
     )
     return outbox, inbox
 

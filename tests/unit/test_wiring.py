@@ -126,3 +126,21 @@ def test_a_dead_letter_waits_in_its_service_dead_queue(broker):
     broker.Producer().publish({"n": 3}, exchange=DEAD_EXCHANGE, routing_key="evaluation")
     assert drain(broker, dead_queue("evaluation", broker)) == [{"n": 3}]
     assert drain(broker, dead_queue("notification", broker)) == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_runs_the_one_bookkeeping_branch_to_its_head(runtime_for, service):
+    from alembic.script import ScriptDirectory
+
+    from shared.migrations import alembic_config
+
+    runtime = runtime_for(service)
+    scripts = ScriptDirectory.from_config(alembic_config(runtime))
+    bookkeeping_head = scripts.get_revision("bookkeeping@head")
+    assert bookkeeping_head.module.__file__.startswith(str(Path(__file__).parents[2] / "shared")), (
+        "the bookkeeping tables' revisions are written once, in shared/bookkeeping_migrations/"
+    )
+    with runtime.engine.connect() as connection:
+        applied = set(MigrationContext.configure(connection).get_current_heads())
+    assert list(scripts.iterate_revisions("heads", tuple(applied))) == [], "a revision is not applied yet"
+    assert bookkeeping_head.revision in applied
