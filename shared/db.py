@@ -16,16 +16,14 @@ through the helpers here, so that both engines behave alike where correctness de
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, insert, or_, select, text, update
+from sqlalchemy import Engine, Table, create_engine, event, insert, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.clock import utcnow
 from shared.events import make_event
 from shared.messaging.tables import outbox_row
 from shared.messaging.topology import EVENTS_EXCHANGE
@@ -95,9 +93,16 @@ def is_postgresql(engine: Engine) -> bool:
 class UnitOfWork:
     """One database transaction and the events it causes, committed together or not at all.
 
-    ``with uow:`` opens a session; :meth:`publish` validates an event against the catalogue and adds its
-    outbox row to the same transaction; :meth:`commit` commits both. Leaving the block without committing
-    rolls everything back — a state change without its events (or the reverse) can never be written.
+    ``with uow:`` opens a database session (``uow.session``); :meth:`publish` validates an event against the
+    catalogue and adds its outbox row to the same transaction; :meth:`commit` commits both. Leaving the block
+    without committing rolls everything back — a state change without its events (or the reverse) can never
+    be written.
+
+    **Who commits.** Whoever opens a unit of work commits it — a view, a command, the event processor, a
+    worker loop. Domain operations that receive a ``uow`` only add to it (they may flush) and never commit,
+    so a handler's effects and its inbox row commit together. An operation that needs several transactions
+    of its own (signing in, sending mail) takes the runtime / a unit-of-work factory instead and commits
+    each one itself.
     """
 
     def __init__(self, session_factory: sessionmaker, outbox: Table, source: str) -> None:
@@ -150,40 +155,6 @@ class UnitOfWork:
     def flush(self) -> None:
         assert self.session is not None
         self.session.flush()
-
-
-def claim_due_rows(
-    engine: Engine, table: Table, due: tuple, batch_size: int, lease: timedelta, order_by: tuple = ()
-) -> tuple[str, list[Any]]:
-    """Claim up to ``batch_size`` rows of ``table`` matching ``due`` for one worker, for ``lease``.
-
-    The table needs ``id``, ``claim_token`` and ``claimed_until`` columns. Used by every "work queue in a
-    table" (the outbox relay, the mail sender) so that several workers can share one table safely:
-
-    ``UPDATE t SET claim_token=:t, claimed_until=now+lease WHERE id IN (due ids) AND <due> AND <unclaimed>``.
-    On PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED``: concurrent workers take disjoint rows
-    without waiting, and the outer ``WHERE`` is re-checked on the locked row version, so a row claimed
-    meanwhile is never claimed twice. On SQLite the statement runs under the database write lock.
-    A worker that dies holding a claim only delays its rows until the lease expires.
-    Rows are taken in ``order_by`` order (default: id) and returned in it, with the claim token that
-    guards every later update of them.
-    """
-    now = utcnow()
-    token = uuid.uuid4().hex
-    c = table.c
-    conditions = (*due, or_(c.claimed_until.is_(None), c.claimed_until < now))
-    order = (*order_by, c.id)
-    due_ids = select(c.id).where(*conditions).order_by(*order).limit(batch_size)
-    if is_postgresql(engine):
-        due_ids = due_ids.with_for_update(skip_locked=True)
-    with engine.begin() as connection:
-        connection.execute(
-            update(table)
-            .where(c.id.in_(due_ids.scalar_subquery()), *conditions)
-            .values(claim_token=token, claimed_until=now + lease)
-        )
-        rows = connection.execute(select(table).where(c.claim_token == token).order_by(*order)).all()
-    return token, rows
 
 
 def ping(engine: Engine) -> None:

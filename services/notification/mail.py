@@ -2,7 +2,9 @@
 folder that the notification service's mailbox page lists. Both take a standard ``EmailMessage``.
 
 A transport opens one :meth:`~MailTransport.connection` for a batch of messages (one SMTP session, not one
-per mail); a failure to connect raises from ``connection()``, a refused message raises from ``send``.
+per mail); a failure to connect raises from ``connection()``, a refused message raises from ``send``, and
+:func:`classify_send_failure` tells the sender which kind of failure (in :mod:`.rules`' terms) a ``send``
+raised — the only place that knows SMTP reply codes.
 SMTP is encrypted whenever the server allows it, always with the server's certificate and host name checked,
 and a password never crosses an unencrypted connection."""
 
@@ -19,7 +21,19 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from services.notification.rules import SendFailure
+
 Send = Callable[[EmailMessage], None]
+
+#: The server refused this one mail and the session goes on; anything else smtplib raises is an OSError
+#: about the connection (refused, timed out, dropped, TLS failed).
+SMTP_REFUSALS = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+    smtplib.SMTPDataError,
+    smtplib.SMTPNotSupportedError,
+)
+SMTP_CLOSING = 421  # "service not available, closing transmission channel": smtplib raises it as a refusal
 
 
 class MailTransport(Protocol):
@@ -100,6 +114,26 @@ def _delivery_time(key: str) -> tuple[int, int]:
     seconds, _, rest = key.partition(".")
     microseconds = rest[1:].split("P", 1)[0] if rest.startswith("M") else "0"
     return int(seconds), int(microseconds) if microseconds.isdigit() else 0
+
+
+def classify_send_failure(exc: BaseException) -> SendFailure:
+    """Which kind of failure a ``send`` (or composing the mail just before it) raised.
+
+    A refusal is the mail's own, unless its reply is 421 (the server is closing down); any other
+    ``OSError`` — every other smtplib error is one — broke the connection while the mail was in flight;
+    anything else (a header that cannot be encoded, say) is the mail's own fault too.
+    """
+    if isinstance(exc, SMTP_REFUSALS):
+        return SendFailure.SERVER_UNAVAILABLE if SMTP_CLOSING in _reply_codes(exc) else SendFailure.MAIL_REFUSED
+    if isinstance(exc, OSError):
+        return SendFailure.BROKEN_IN_FLIGHT
+    return SendFailure.MAIL_REFUSED
+
+
+def _reply_codes(exc: BaseException) -> set[int]:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return {code for code, _ in exc.recipients.values()}
+    return {getattr(exc, "smtp_code", 0)}
 
 
 def transport_for(smtp_url: str | None, mailbox_dir: Path) -> MailTransport:

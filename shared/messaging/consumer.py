@@ -10,8 +10,9 @@ For every message on the service's queue:
 3. Only after that commit is the message acknowledged. A worker that dies before the ack has committed
    either everything or nothing; the broker redelivers and step 2 makes the second delivery harmless.
 4. A handler that raises is retried later: a copy of the message with ``x-labinov-attempt`` + 1 is written
-   to the service's own outbox with a "not before" time (exponential backoff), and the original is acked.
-   After ``max_attempts`` the copy goes to the dead-letter queue instead, with the last error attached.
+   to the service's own outbox with a "not before" time (:data:`HANDLER_RETRY`: 1 s, 4 s, 16 s … 10 min),
+   and the original is acked. After ``max_attempts`` the copy goes to the dead-letter queue instead, with
+   the last error attached (the decision is :func:`after_handler_failure`, a plain function).
    The retry and dead-letter rows leave through the outbox, so they are never lost either.
 
 Handlers are plain functions ``handler(uow, event)`` that call domain operations; they only touch their
@@ -29,10 +30,12 @@ from datetime import timedelta
 from typing import Any
 
 from kombu import Connection
+from kombu.exceptions import OperationalError
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from shared.backoff import Backoff, equal_jitter
 from shared.clock import utcnow
 from shared.db import UnitOfWork
 from shared.events import Event, InvalidEvent, parse_event
@@ -57,12 +60,24 @@ Handler = Callable[[UnitOfWork, Event], None]
 ATTEMPT_HEADER = "x-labinov-attempt"
 ERROR_HEADER = "x-labinov-error"
 PREFETCH_COUNT = 10
-RECONNECT_INTERVAL_MAX = 5  # seconds between attempts while the broker is away
+#: A failed handler runs again after 1 s, 4 s, 16 s ... at most 10 minutes (each message on its own clock).
+HANDLER_RETRY = Backoff(base=timedelta(seconds=1), factor=4, cap=timedelta(minutes=10))
+#: Between attempts to reach the broker: 1 s doubling to 5 s, jittered — when the broker comes back, every
+#: consumer of every service reconnects at once, and the jitter spreads them out.
+CONSUMER_RECONNECT = Backoff(base=timedelta(seconds=1), factor=2, cap=timedelta(seconds=5), jitter=equal_jitter)
 
 
 def retry_delay(attempt: int) -> timedelta:
     """Backoff before attempt number ``attempt`` (2, 3, ...): 1 s, 4 s, 16 s, ... capped at 10 minutes."""
-    return timedelta(seconds=min(4 ** (attempt - 2), 600))
+    return HANDLER_RETRY.delay(attempt - 1)
+
+
+def after_handler_failure(attempt: int, max_attempts: int) -> timedelta | None:
+    """A handler failed on delivery ``attempt`` (1 for the first) of at most ``max_attempts``: how long until
+    the next attempt, or ``None`` when it was the last one and the message goes to the dead-letter queue."""
+    if attempt >= max_attempts:
+        return None
+    return retry_delay(attempt + 1)
 
 
 class EventProcessor:
@@ -137,11 +152,11 @@ class EventProcessor:
 
     def _handle_failure(self, body: Any, event: Event, attempt: int, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
-        if attempt >= self.max_attempts:
+        delay = after_handler_failure(attempt, self.max_attempts)
+        if delay is None:
             log.error("%s %s failed %d times, dead-lettering: %s", event.type, event.id, attempt, error)
             self._forward(body, DEAD_EXCHANGE.name, self.service, attempt, error)
             return self._count(event.type, "dead")
-        delay = retry_delay(attempt + 1)
         log.warning(
             "%s %s failed (attempt %d of %d), retrying in %s: %s",
             event.type,
@@ -191,20 +206,21 @@ class _QueueConsumer(ConsumerMixin):
 
     @contextmanager
     def establish_connection(self):
-        """ConsumerMixin's, retrying at most every few seconds and giving up as soon as the worker stops."""
+        """ConsumerMixin's, but waiting :data:`CONSUMER_RECONNECT` between attempts and giving up as soon as
+        the worker stops."""
         with self.create_connection() as connection:
-            connection.ensure_connection(
-                self.on_connection_error,
-                interval_start=1,
-                interval_step=1,
-                interval_max=RECONNECT_INTERVAL_MAX,
-                callback=self._give_up_if_stopping,
-            )
+            failures = 0
+            while True:
+                try:
+                    connection.ensure_connection(max_retries=0)  # one attempt; the waiting is ours
+                    break
+                except OperationalError as exc:  # kombu's name for every recoverable connection error
+                    failures += 1
+                    wait = CONSUMER_RECONNECT.seconds(failures)
+                    self.on_connection_error(exc, wait)
+                    if self.stop.wait(wait):
+                        raise _Stopping from exc
             yield connection
-
-    def _give_up_if_stopping(self) -> None:
-        if self.stop.is_set():
-            raise _Stopping
 
     def get_consumers(self, Consumer, channel):
         declare_topology(channel)

@@ -3,17 +3,19 @@
 Producers never talk to the broker: :class:`shared.db.UnitOfWork` writes an outbox row in the same
 transaction as the state change. The relay (one thread in each worker process) publishes pending rows.
 
-Concurrency design — several relays of one service may run at once (scaled-out workers):
+Concurrency design — several relays of one service may run at once (scaled-out workers). The outbox is a
+:class:`shared.workqueue.WorkQueue` (its module docstring has the claim, guard and lease design):
 
-1. **Claim** up to ``batch_size`` due rows with a lease (:func:`shared.db.claim_due_rows`: ``FOR UPDATE
-   SKIP LOCKED`` on PostgreSQL, the write lock on SQLite), so concurrent relays take disjoint rows.
+1. **Claim** up to ``batch_size`` due rows (``sent_at`` empty, ``not_before`` passed) with a lease, so
+   concurrent relays take disjoint rows.
 2. **Publish** the claimed rows in id order, each with publisher confirms (RabbitMQ) or a synchronous
-   push (Redis). Only then **mark** them ``sent_at``, still guarded by the claim token.
-3. A relay that dies between publish and mark leaves rows whose lease expires; another relay publishes them
-   again. That is the only way a row is published twice, and consumers are idempotent (inbox) for it.
-4. A publish that fails postpones that row (1 s, 2 s, 4 s … 60 s) and releases the rest of the batch at once;
-   the relay reconnects with backoff. A broker outage only delays rows, and a row the broker keeps refusing
-   never holds up the rows behind it.
+   push (Redis). Only then **finish** them (``sent_at``), still guarded by the claim token.
+3. A relay that dies between publish and finish leaves rows whose lease expires; another relay publishes
+   them again. That is the only way a row is published twice (the work queue's one unavoidable window),
+   and consumers are idempotent (inbox) for it.
+4. A publish that fails postpones that row (:data:`PUBLISH_RETRY`: 1 s, 2 s, 4 s … 60 s) and releases the
+   rest of the batch at once; the relay reconnects with backoff (:data:`RELAY_RECONNECT`). A broker outage
+   only delays rows, and a row the broker keeps refusing never holds up the rows behind it.
 
 Order: a relay publishes in id order, except that a postponed row is overtaken by later ones. With several
 relays, batches may interleave — consumers never depend on cross-event order (each event carries the full
@@ -26,16 +28,16 @@ import json
 import logging
 import threading
 from datetime import timedelta
-from typing import Any
 
 from kombu import Connection
-from sqlalchemy import Engine, Table, func, select, update
+from sqlalchemy import Engine, Table, func, select
 
+from shared.backoff import Backoff, equal_jitter
 from shared.clock import utcnow
-from shared.db import claim_due_rows
 from shared.messaging.broker import connect
 from shared.messaging.topology import EXCHANGES, declare_topology
 from shared.observability import MESSAGES_PUBLISHED
+from shared.workqueue import Claim, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,18 @@ CLAIM_LEASE = timedelta(seconds=30)
 #: How long to wait for RabbitMQ to confirm one message; past it the connection is taken for dead
 #: (a half-open TCP connection would otherwise block the relay for good).
 CONFIRM_TIMEOUT = 10
+#: A row the broker refused waits 1 s, 2 s, 4 s ... 60 s (it fails on its own: no jitter needed).
+PUBLISH_RETRY = Backoff(base=timedelta(seconds=1), factor=2, cap=timedelta(seconds=60))
+#: Between attempts to reach the broker: 0.5 s doubling to 5 s, jittered — when the broker comes back,
+#: every relay of every service reconnects at once, and the jitter spreads them out.
+RELAY_RECONNECT = Backoff(base=timedelta(seconds=0.5), factor=2, cap=timedelta(seconds=5), jitter=equal_jitter)
+
+
+def outbox_queue(engine: Engine, outbox: Table) -> WorkQueue:
+    """A service's outbox as a work queue: rows not yet sent, due from ``not_before``, in id order."""
+    return WorkQueue(
+        engine, outbox, pending=(outbox.c.sent_at.is_(None),), due_at=outbox.c.not_before, lease=CLAIM_LEASE
+    )
 
 
 class OutboxRelay:
@@ -63,50 +77,23 @@ class OutboxRelay:
         self.service = service
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.queue = outbox_queue(engine, outbox)
 
-    def claim_batch(self) -> tuple[str, list[Any]]:
-        """Claim due rows for this relay (see :func:`shared.db.claim_due_rows` for the locking)."""
-        o = self.outbox.c
-        return claim_due_rows(
-            self.engine, self.outbox, (o.sent_at.is_(None), o.not_before <= utcnow()), self.batch_size, CLAIM_LEASE
-        )
+    def claim_batch(self) -> Claim:
+        """Claim due rows for this relay (see :class:`shared.workqueue.WorkQueue` for the locking)."""
+        return self.queue.claim(self.batch_size)
 
-    def _mark_sent(self, token: str, ids: list[int]) -> None:
-        if not ids:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(self.outbox)
-                .where(self.outbox.c.id.in_(ids), self.outbox.c.claim_token == token)
-                .values(sent_at=utcnow(), claimed_until=None)
-            )
-
-    def _release(self, token: str, ids: list[int]) -> None:
-        """Give rows that were claimed but not tried back to any relay, at once."""
-        if ids:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    update(self.outbox)
-                    .where(self.outbox.c.id.in_(ids), self.outbox.c.claim_token == token)
-                    .values(claimed_until=None, claim_token=None)
-                )
-
-    def _postpone(self, token: str, row: Any, error: str) -> None:
-        """The row whose publish failed waits a little (1 s, 2 s, 4 s ... 60 s), so that a row the broker
+    def _postpone(self, token: str, row, error: str) -> None:
+        """The row whose publish failed waits a little (:data:`PUBLISH_RETRY`), so that a row the broker
         keeps refusing cannot hold up the rows behind it."""
-        delay = timedelta(seconds=min(2**row.publish_attempts, 60))
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(self.outbox)
-                .where(self.outbox.c.id == row.id, self.outbox.c.claim_token == token)
-                .values(
-                    claimed_until=None,
-                    claim_token=None,
-                    publish_attempts=row.publish_attempts + 1,
-                    last_error=error[:2000],
-                    not_before=utcnow() + delay,
-                )
-            )
+        attempts = row.publish_attempts + 1
+        self.queue.postpone(
+            token,
+            row.id,
+            utcnow() + PUBLISH_RETRY.delay(attempts),
+            publish_attempts=attempts,
+            last_error=error[:2000],
+        )
 
     # -- publishing --------------------------------------------------------------------------------------
 
@@ -130,13 +117,13 @@ class OutboxRelay:
                 )
             except Exception as exc:
                 MESSAGES_PUBLISHED.labels(self.service, "failed").inc()
-                self._mark_sent(token, published)
+                self.queue.finish(token, published, sent_at=utcnow())
                 self._postpone(token, row, repr(exc))
-                self._release(token, [r.id for r in rows[position + 1 :]])
+                self.queue.release(token, [r.id for r in rows[position + 1 :]])
                 raise
             published.append(row.id)
             MESSAGES_PUBLISHED.labels(self.service, "published").inc()
-        self._mark_sent(token, published)
+        self.queue.finish(token, published, sent_at=utcnow())
         return len(published)
 
     def _idle(self, connection: Connection, stop: threading.Event) -> None:
@@ -153,21 +140,22 @@ class OutboxRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set, reconnecting with backoff while the broker or database is away."""
-        backoff = 0.5
+        failures = 0  # since the last successful connection
         while not stop.is_set():
             try:
                 with connect(self.broker_url) as connection:
                     connection.ensure_connection(max_retries=1, timeout=5)
                     declare_topology(connection.default_channel)
                     log.info("outbox relay connected", extra={"broker": connection.as_uri()})
-                    backoff = 0.5
+                    failures = 0
                     while not stop.is_set():
                         if self.relay_once(connection) < self.batch_size:
                             self._idle(connection, stop)
             except Exception as exc:  # broker or database away: rows stay pending, nothing is lost
-                log.warning("outbox relay paused: %r; retrying in %.1fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                wait = RELAY_RECONNECT.seconds(failures)
+                log.warning("outbox relay paused: %r; retrying in %.1fs", exc, wait)
+                stop.wait(wait)
 
 
 def pending_summary(engine: Engine, outbox: Table) -> tuple[int, float]:

@@ -14,11 +14,10 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from services.notification import domain
+from services.notification import domain, rules
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Delivery
 from shared.clock import utcnow
-from shared.db import claim_due_rows
 from shared.events import make_event, parse_event
 from shared.observability import current_correlation_id, reset_correlation_id, set_correlation_id
 from tests.support.runtimes import migrated_runtime
@@ -105,13 +104,13 @@ class _ScriptedHandler:
         self.on_message = on_message
         self.messages: list[EmailMessage] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, smtp_session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.refuse:
             return "550 5.1.1 Mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, smtp_session, envelope):  # noqa: N802
         if self.hang_up_on is not None and len(self.messages) == self.hang_up_on:
             server.transport.abort()  # drops the connection without a reply, as a crashing server would
             return None
@@ -192,7 +191,7 @@ def test_a_resent_delivery_keeps_its_message_id(tmp_path, postgres_url):
 def test_delivered_and_failed_events_carry_the_correlation_id_of_the_registration(tmp_path, postgres_url):
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 3)
-    _change_deliveries(runtime, deliveries.c.recipient == _address(1), attempts=domain.MAX_SEND_ATTEMPTS - 1)
+    _change_deliveries(runtime, deliveries.c.recipient == _address(1), attempts=rules.MAX_SEND_ATTEMPTS - 1)
     _change_deliveries(runtime, deliveries.c.recipient == _address(2), correlation_id=None)
     worker_loop = set_correlation_id("mail-loop")
     try:
@@ -259,13 +258,13 @@ def test_a_delivery_the_server_keeps_refusing_ends_failed_and_says_so(tmp_path, 
     _queue_confirmations(runtime, 1)
 
     with _scripted_smtp(_ScriptedHandler(refuse={_address(0)})) as transport:
-        for _ in range(domain.MAX_SEND_ATTEMPTS):
+        for _ in range(rules.MAX_SEND_ATTEMPTS):
             _make_all_due(runtime)
             domain.send_due_mail(runtime, transport)
 
     [delivery] = _deliveries(runtime)
     assert delivery.status == "failed"
-    assert delivery.attempts == domain.MAX_SEND_ATTEMPTS
+    assert delivery.attempts == rules.MAX_SEND_ATTEMPTS
     assert _outbox_types(runtime) == ["notification.failed"]
 
 
@@ -303,7 +302,7 @@ def test_a_long_outage_does_not_fail_mail(tmp_path, postgres_url):
     _queue_confirmations(runtime, 1)
     nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
 
-    for _ in range(domain.MAX_SEND_ATTEMPTS + 2):
+    for _ in range(rules.MAX_SEND_ATTEMPTS + 2):
         _make_all_due(runtime)
         domain.send_due_mail(runtime, nowhere)
 
@@ -315,7 +314,7 @@ def test_a_long_outage_does_not_fail_mail(tmp_path, postgres_url):
 def test_mail_older_than_the_maximum_age_fails_when_it_still_cannot_go_out(tmp_path, postgres_url):
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 2)
-    too_old = datetime.now(UTC) - domain.MAX_DELIVERY_AGE - timedelta(minutes=1)
+    too_old = datetime.now(UTC) - rules.MAX_DELIVERY_AGE - timedelta(minutes=1)
     _change_deliveries(runtime, deliveries.c.recipient == _address(0), created_at=too_old)
 
     domain.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{free_port()}"))
@@ -389,10 +388,7 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
             deliveries.c.recipient != other_worker["first"],
             claimed_until=utcnow() - timedelta(seconds=1),
         )
-        c = deliveries.c
-        other_worker["token"], other_worker["rows"] = claim_due_rows(
-            runtime.engine, deliveries, (c.status == "pending",), 20, domain.SEND_LEASE
-        )
+        other_worker["token"], other_worker["rows"] = domain.delivery_queue(runtime.engine).claim(20)
 
     handler = _ScriptedHandler(on_message=the_first_mail_is_slow)
     with _scripted_smtp(handler) as transport:
