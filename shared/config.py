@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SERVICES = ("registration", "notification", "evaluation")
 
@@ -38,10 +39,15 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_JWT_PRIVATE_KEY": "PEM Ed25519 key that signs tokens (registration); unset = generated in data folder",
     "LABINOV_JWT_PUBLIC_KEY": "PEM public key that verifies tokens (other services)",
     "LABINOV_JWKS_URL": "where to fetch the verifying keys instead (registration's /auth/jwks.json)",
-    "LABINOV_TOKEN_LIFETIME_SECONDS": "how long a token is valid; default 3600",
+    "LABINOV_TOKEN_LIFETIME_SECONDS": "how long a token is valid (60 s to 7 days); default 3600. Every service "
+    "refuses tokens that live longer, so give all of them the same value",
     "LABINOV_MAX_DELIVERY_ATTEMPTS": "handler attempts before a message is dead-lettered; default 5",
     "LABINOV_PUBLIC_URL": "the address people open (links in mail); default http://127.0.0.1:LABINOV_PORT",
     "LABINOV_LOG_LEVEL": "DEBUG, INFO, WARNING...; default INFO",
+    "LABINOV_TIMEZONE": "the programme's time zone (IANA name) in which people see times; default Asia/Makassar",
+    "LABINOV_TRUSTED_PROXY_HOPS": "how many gateways stand in front of the web processes and append to "
+    "X-Forwarded-For; default 1 (the dev gateway or nginx). With 1 or more, never expose a service's own port "
+    "to clients: they could name any address. 0 when clients reach the services directly",
     "PROMETHEUS_MULTIPROC_DIR": "a folder shared by a service's web and worker processes for metrics",
 }
 
@@ -70,6 +76,8 @@ class Settings:
     secret_key: str | None
     log_level: str
     service_ports: dict[str, int]
+    timezone: ZoneInfo
+    trusted_proxy_hops: int
 
     @property
     def mailbox_dir(self) -> Path:
@@ -129,6 +137,14 @@ def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ..
     return raw
 
 
+def _timezone(env: dict[str, str], name: str, default: str) -> ZoneInfo:
+    raw = env.get(name) or default
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{name}={raw!r} is not a time zone name such as Asia/Makassar or UTC") from None
+
+
 def _pem(env: dict[str, str], name: str, private: bool) -> str | None:
     """A PEM key from ``name``, loaded once here so that a corrupt key stops start-up naming the variable."""
     from cryptography.hazmat.primitives import serialization
@@ -182,4 +198,6 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
             name: _int(env, f"LABINOV_{name.upper()}_PORT", port + 1 + index) for index, name in enumerate(SERVICES)
         },
         public_url=(env.get("LABINOV_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+        timezone=_timezone(env, "LABINOV_TIMEZONE", "Asia/Makassar"),
+        trusted_proxy_hops=_int(env, "LABINOV_TRUSTED_PROXY_HOPS", 1, minimum=0, maximum=5),
     )

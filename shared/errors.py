@@ -1,20 +1,17 @@
-"""Errors a domain operation raises on purpose; the HTTP layer turns each into RFC 9457 problem+json."""
+"""Errors a domain operation raises on purpose; each is a :class:`~shared.problems.Problem`, which the HTTP
+layer turns into RFC 9457 problem+json (and a command-line tool prints as its ``detail``)."""
 
 from __future__ import annotations
 
+from shared.problems import Problem
 
-class DomainError(Exception):
+
+class DomainError(Problem):
     """A rule of the domain refused the operation. Subclasses set the HTTP status and a stable type slug."""
 
     status = 400
     slug = "bad-request"
     title = "The request cannot be carried out"
-
-    def __init__(self, detail: str, errors: dict[str, list[str]] | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errors = errors
-        self.headers: dict[str, str] = {}
 
 
 class NotFound(DomainError):

@@ -2,7 +2,8 @@
 
 * sent outbox rows and inbox entries are kept for :data:`RETENTION` (long enough to answer "was it sent?"
   and far longer than any redelivery could arrive after), then deleted;
-* idempotency keys are deleted once they have expired.
+* idempotency keys are deleted once they have expired (:mod:`shared.idempotency_store`, which needs no web
+  framework: a worker process never imports Flask).
 
 Each worker runs :func:`housekeeping_loop`; deleting is idempotent, so several workers may do it at once.
 """
@@ -16,7 +17,7 @@ from datetime import timedelta
 from sqlalchemy import delete
 
 from shared.clock import utcnow
-from shared.idempotency import KEY_LIFETIME
+from shared.idempotency_store import expired_keys
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def purge_old_records(runtime: ServiceRuntime) -> dict[str, int]:
     statements = {
         "outbox": delete(outbox).where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < now - RETENTION),
         "inbox": delete(inbox).where(inbox.c.handled_at < now - RETENTION),
-        "idempotency_keys": delete(keys).where(keys.c.created_at < now - KEY_LIFETIME),
+        "idempotency_keys": expired_keys(keys),
     }
     with runtime.engine.begin() as connection:
         return {table: connection.execute(statement).rowcount for table, statement in statements.items()}

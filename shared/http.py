@@ -7,10 +7,22 @@
 * ``X-Request-ID`` is read (or made) per request, echoed on the response, put on every log line and carried
   as the correlation id into every event the request causes.
 * ``/<service>/health/live``, ``/<service>/health/ready`` (database and broker) and ``/<service>/metrics``.
+* A request body that is JSON is read once before any view (:func:`_refuse_unreadable_json`): JSON nested
+  deeper than :data:`MAX_JSON_DEPTH` or holding an integer of more than :data:`MAX_NUMBER_DIGITS` digits is
+  a 400 for every endpoint at once, never a ``RecursionError`` or ``ValueError`` deep in a parser (500).
+* Security headers on every answer, set here only (:data:`SECURITY_HEADERS`): a Content-Security-Policy
+  that allows no inline script (the API docs start Swagger UI from a file), no framing, no MIME sniffing,
+  no referrer (participants' links carry tokens). API answers are ``Cache-Control: no-store`` unless a view
+  says otherwise: they carry tokens and personal data.
+* Behind the gateway, ``request.remote_addr`` is the gateway for everyone; werkzeug's ``ProxyFix`` takes the
+  client's address from the last ``LABINOV_TRUSTED_PROXY_HOPS`` entries of ``X-Forwarded-For``, which the
+  gateway appends to. :func:`client_address` is the address per-client limits count by. A service's own
+  port must then not be reachable by clients, who could name any address there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -27,10 +39,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import db
-from shared.auth import install_verifier, load_secret_key
-from shared.errors import DomainError
+from shared.auth import install_verifier
 from shared.messaging import broker
 from shared.messaging.outbox import pending_summary
 from shared.observability import (
@@ -41,33 +53,67 @@ from shared.observability import (
     reset_correlation_id,
     set_correlation_id,
 )
+from shared.problems import PROBLEM_JSON, Problem, problem_body
 from shared.runtime import ServiceRuntime
+from shared.tokens import load_secret_key
 
 SHARED_TEMPLATES = Path(__file__).parent / "templates"
-PROBLEM_JSON = "application/problem+json"
+SHARED_STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 64 * 1024
+#: JSON nested deeper than this is refused: no Labinov request needs more than a few levels.
+MAX_JSON_DEPTH = 32
+#: Integers with more digits are refused: no field holds one, and Python refuses past 4,300 digits anyway.
+MAX_NUMBER_DIGITS = 100
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+BEARER_CHALLENGE = 'Bearer realm="labinov"'
+#: The file that starts Swagger UI on the docs page (see ``templates/swagger_ui.html``).
+DOCS_STARTER = "labinov-docs.js"
+
+#: Sent with every answer of every service. Styles may be inline (the pages use ``style=`` attributes, which
+#: run no code); scripts only from the service itself, never inline.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def problem(status: int, title: str, detail: str | None = None, slug: str | None = None, **extra: Any) -> Response:
-    """An RFC 9457 problem response."""
-    body: dict[str, Any] = {
-        "type": f"https://labinov.example/problems/{slug or _slug(title)}",
-        "title": title,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    body.update({k: v for k, v in extra.items() if v is not None})
-    response = jsonify(body)
+    """An RFC 9457 problem response; a 401 carries the bearer challenge (this is the one place that sets it)."""
+    response = jsonify(problem_body(status, title, detail, slug=slug, **extra))
     response.status_code = status
     response.mimetype = PROBLEM_JSON
+    if status == 401:
+        response.headers["WWW-Authenticate"] = BEARER_CHALLENGE
     return response
 
 
-def _slug(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+def problem_response(error: Problem) -> Response:
+    """The answer to any :class:`~shared.problems.Problem` — a domain error and an auth error alike."""
+    response = problem(error.status, error.title, error.detail, slug=error.slug, errors=error.errors)
+    for name, value in error.headers.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def client_address() -> str:
+    """The caller's address: behind the gateway, the one it appended to ``X-Forwarded-For`` (``ProxyFix``)."""
+    return request.remote_addr or ""
 
 
 def _flatten_errors(messages: Any) -> dict[str, Any]:
@@ -207,8 +253,12 @@ def create_service_app(
             "servers": [{"url": "/"}],
             "components": {"securitySchemes": {"bearerAuth": BEARER_SCHEME}},
         },
+        # null: no badge from the public validator (which could not reach this document, and the CSP forbids)
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
     )
     app.extensions["labinov"] = runtime
+    if runtime.settings.trusted_proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=runtime.settings.trusted_proxy_hops)  # type: ignore[method-assign]
     api = ProblemApi(app)
     for blueprint in api_blueprints:
         api.register_blueprint(blueprint, url_prefix=f"/{name}/api/v1")
@@ -217,14 +267,7 @@ def create_service_app(
     app.register_blueprint(_operations_blueprint(runtime), url_prefix=f"/{name}")
     _install_request_context(app, name)
     install_verifier(app, runtime.settings)  # every service checks tokens; only registration issues them
-
-    @app.errorhandler(DomainError)
-    def _domain_error(error: DomainError):
-        response = problem(error.status, error.title, error.detail, slug=error.slug, errors=error.errors)
-        response.headers.update(error.headers)
-        if error.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="labinov"'
-        return response
+    app.register_error_handler(Problem, problem_response)  # domain and auth errors: one shape, one handler
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
@@ -249,11 +292,15 @@ def _install_request_context(app: Flask, service: str) -> None:
         g.started = time.perf_counter()
         if request.view_args and _unstorable(request.view_args):  # no record can have such an id
             return problem(404, "Not Found", "No resource has that identifier.")
-        return None
+        return _refuse_unreadable_json()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        if (request.blueprint or "").endswith("_api"):  # an API operation's answer (not its docs)
+            response.headers.setdefault("Cache-Control", "no-store")
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         HTTP_REQUESTS.labels(service, request.method, endpoint, response.status_code).inc()
         if "started" in g:
@@ -265,6 +312,59 @@ def _install_request_context(app: Flask, service: str) -> None:
         token = g.pop("correlation_token", None)
         if token is not None:
             reset_correlation_id(token)
+
+
+class _UnreadableJson(ValueError):
+    """The body is JSON, but more than a service should ever have to read."""
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _UnreadableJson(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(digits)
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """True if ``value`` has arrays or objects more than ``limit`` levels deep (iterative: no recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _refuse_unreadable_json() -> Response | None:
+    """Read a JSON body once, bounded, before any view or parser does (see the module doc).
+
+    Malformed JSON is left to the views' parser, which answers it as before; this refuses only what parses
+    but would break a parser or the code after it: deep nesting and huge integers.
+    """
+    if not request.is_json:
+        return None
+    raw = request.get_data(cache=True)  # a body over MAX_BODY_BYTES is a 413 here already
+    try:
+        text = raw.decode("utf-8")
+        if not text.strip():
+            return None
+        document = json.loads(text, parse_int=_bounded_int)
+    except _UnreadableJson as exc:
+        reason = str(exc)
+    except RecursionError:
+        reason = f"it nests deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:  # malformed JSON (JSONDecodeError) or not UTF-8: the parser's usual 400
+        return None
+    else:
+        if not _nests_deeper_than(document, MAX_JSON_DEPTH):
+            return None
+        reason = f"it nests deeper than {MAX_JSON_DEPTH} levels"
+    return problem(
+        400, "Bad Request", f"The request body is not valid JSON for this API: {reason}.", errors={"json": [reason]}
+    )
 
 
 def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
@@ -286,6 +386,8 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
 
     @ops.get("/api/v1/docs/assets/<path:filename>")
     def docs_assets(filename: str):
+        if filename == DOCS_STARTER:  # ours, next to Swagger UI's own files; changes with the code
+            return send_from_directory(SHARED_STATIC, filename, max_age=0)
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
 
     @ops.get("/health/live")

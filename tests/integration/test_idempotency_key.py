@@ -84,16 +84,47 @@ def test_a_caller_reusing_a_key_for_a_different_request_is_refused(setup):
     assert "different request" in other.get_json()["detail"]
 
 
+def client_at(app, address: str):
+    """A test client whose requests come from ``address`` (as the gateway reports it in X-Forwarded-For)."""
+    client = app.test_client()
+    client.environ_base["HTTP_X_FORWARDED_FOR"] = address
+    return client
+
+
 def test_two_participants_who_pick_the_same_key_each_get_their_own_answer(setup):
     runtime, app, url = setup
-    client = app.test_client()
 
-    first = client.post(url, json=participant(1), headers={"Idempotency-Key": "1"})
-    second = client.post(url, json=participant(2), headers={"Idempotency-Key": "1"})
+    first = client_at(app, "198.51.100.1").post(url, json=participant(1), headers={"Idempotency-Key": "1"})
+    second = client_at(app, "198.51.100.2").post(url, json=participant(2), headers={"Idempotency-Key": "1"})
 
     assert first.status_code == second.status_code == 201
     assert first.get_json()["nip"] != second.get_json()["nip"]
     assert _registrations(runtime) == 2
+
+
+def test_a_participant_reusing_a_key_for_a_different_registration_is_refused_like_an_organiser(setup):
+    runtime, app, url = setup
+    client = client_at(app, "198.51.100.7")
+    assert client.post(url, json=participant(1), headers={"Idempotency-Key": "k"}).status_code == 201
+
+    other = client.post(url, json=participant(2), headers={"Idempotency-Key": "k"})
+
+    assert other.status_code == 422
+    assert other.mimetype == "application/problem+json"
+    assert "different request" in other.get_json()["detail"]
+    assert _registrations(runtime) == 1
+
+
+def test_an_anonymous_answer_is_never_replayed_to_another_client(setup):
+    runtime, app, url = setup
+    first = client_at(app, "198.51.100.1").post(url, json=participant(1), headers={"Idempotency-Key": "same"})
+
+    stranger = client_at(app, "203.0.113.9").post(url, json=participant(1), headers={"Idempotency-Key": "same"})
+
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in stranger.headers
+    assert stranger.status_code == 409  # the stranger's own request ran: that NIP is already registered
+    assert _registrations(runtime) == 1
 
 
 def test_a_very_long_path_with_a_key_is_answered_not_a_server_error(setup):
