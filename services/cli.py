@@ -113,6 +113,7 @@ def create_user(role: str, email: str, password: str, name: str | None, opd: str
     try:
         with runtime.unit_of_work() as uow:
             account = create_account(uow, role, email, password, name, opd)
+            uow.commit()  # the command opened the unit of work, so it commits (the domain never does)
     except DomainError as exc:
         raise click.ClickException(f"{exc.detail} {exc.errors or ''}".strip()) from None
     click.echo(f"created {account.role} {account.email} ({account.id})")

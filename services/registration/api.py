@@ -1,5 +1,9 @@
 """The registration JSON API (``/registration/api/v1``): thin adapters over ``domain``.
 
+Who commits: each view opens its unit of work and commits it once the domain operation has added to it
+(the domain never commits); sign-in hands the domain the unit-of-work factory, because it commits the
+counted attempt before checking the password.
+
 Who may call what:
 - ``POST /auth/token``, ``GET /auth/jwks.json``, ``GET /sessions``, ``GET /sessions/{id}``,
   ``POST /sessions/{id}/registrations`` — anyone (the public registers without an account);
@@ -13,6 +17,7 @@ from flask import current_app
 from flask_smorest import Blueprint
 
 from services.registration import domain
+from services.registration.rules import SeatCount
 from services.registration.schemas import (
     JwksSchema,
     ParticipantSchema,
@@ -22,16 +27,17 @@ from services.registration.schemas import (
     TokenRequestSchema,
     TokenSchema,
 )
+from services.registration.tables import LabSession
 from shared.auth import current_principal, public, requires
-from shared.http import PageQuerySchema, runtime_of
+from shared.http import PageQuerySchema, client_address, runtime_of
 from shared.idempotency import idempotent
 
 blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
 
 
-def _session_view(session, seats: domain.SeatCount) -> dict:
+def _session_view(lab_session: LabSession, seats: SeatCount) -> dict:
     return {
-        **{c: getattr(session, c) for c in ("id", "title", "starts_at", "ends_at", "location", "capacity")},
+        **{c: getattr(lab_session, c) for c in ("id", "title", "starts_at", "ends_at", "location", "capacity")},
         "seats_available": seats.available,
         "confirmed_count": seats.confirmed,
     }
@@ -42,11 +48,12 @@ def _session_view(session, seats: domain.SeatCount) -> dict:
 @blp.arguments(TokenRequestSchema)
 @blp.response(200, TokenSchema)
 @blp.alt_response(401, description="Wrong e-mail or password")
-@blp.alt_response(429, description="Too many attempts for this e-mail address; see Retry-After")
+@blp.alt_response(429, description="Too many attempts from this client (for this address); see Retry-After")
 def issue_token(credentials):
     """Exchange an organiser's or evaluator's e-mail and password for a bearer token."""
-    with runtime_of().unit_of_work() as uow:  # it writes: sign-in attempts are counted
-        principal = domain.authenticate(uow, credentials["email"], credentials["password"])
+    principal = domain.authenticate(
+        runtime_of().unit_of_work, credentials["email"], credentials["password"], client_address()
+    )
     issuer = current_app.extensions["labinov_issuer"]
     return {
         "access_token": issuer.issue(principal),
@@ -71,8 +78,10 @@ def jwks():
 def create_session(fields):
     """Open a lab session."""
     with runtime_of().unit_of_work() as uow:
-        session = domain.create_session(uow, fields, current_principal())
-        return _session_view(session, domain.seat_count(uow, session))
+        lab_session = domain.create_session(uow, fields, current_principal())
+        answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
+        uow.commit()
+    return answer
 
 
 @blp.get("/sessions")
@@ -91,8 +100,8 @@ def list_sessions(page):
 def get_session(session_id):
     """One session with the seats left."""
     with runtime_of().reading() as uow:
-        session = domain.get_session(uow, session_id)
-        return _session_view(session, domain.seat_count(uow, session))
+        lab_session = domain.get_session(uow, session_id)
+        return _session_view(lab_session, domain.seat_count(uow, lab_session))
 
 
 @blp.post("/sessions/<session_id>/registrations")
@@ -105,7 +114,9 @@ def get_session(session_id):
 def register(participant, session_id):
     """Register for a session: `confirmed` while seats remain, `waitlisted` after."""
     with runtime_of().unit_of_work() as uow:
-        return domain.register_participant(uow, session_id, participant)
+        registration = domain.register_participant(uow, session_id, participant)
+        uow.commit()  # at once: it releases the lab session's row lock (see domain's module docstring)
+    return registration
 
 
 @blp.get("/registrations/<registration_id>")

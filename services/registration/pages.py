@@ -15,5 +15,7 @@ pages = Blueprint("registration_pages", __name__)
 def portal():
     """The participant portal: upcoming sessions and the seats left. Anyone may open it."""
     with runtime_of().reading() as uow:
-        sessions = [{"session": s, "seats": seats} for s, seats in domain.list_sessions(uow, limit=500)]
+        sessions = [
+            {"session": lab_session, "seats": seats} for lab_session, seats in domain.list_sessions(uow, limit=500)
+        ]
     return render_template("registration/sessions.html", sessions=sessions, tz=PROGRAMME_TIMEZONE)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
-from services.registration.domain import nip_problem, normalise_email, normalise_mobile_number
+from services.registration.rules import nip_problem, normalise_email, normalise_mobile_number
 from shared.http import RequestSchema, one_line
 
 
@@ -53,7 +53,7 @@ class ParticipantSchema(RequestSchema):
     """Who registers: a civil servant (ASN) of an agency (OPD)."""
 
     name = fields.Str(required=True, validate=[validate.Length(min=2, max=200), one_line])
-    nip = fields.Str(required=True, metadata={"description": "NIP, 18 digits", "example": "198503152010011001"})
+    nip = fields.Str(required=True, metadata={"description": "NIP, 18 digits 0-9", "example": "198503152010011001"})
     email = fields.Str(required=True, metadata={"example": "sari@kaltaraprov.go.id"})
     phone = fields.Str(required=True, metadata={"example": "0812 3456 7890"})
     opd = fields.Str(

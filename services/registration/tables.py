@@ -62,9 +62,15 @@ class Registration(Base):
 
 
 class LoginAttempts(Base):
-    """Sign-in attempts per e-mail address in the current window (see ``domain.authenticate``)."""
+    """Sign-in attempt counters, one row per ``(scope, key)`` in its current window.
+
+    ``scope`` names the counter (``rules.ThrottleScope``): ``client`` keyed by the client's address, or
+    ``account-client`` keyed by ``"<e-mail> <client address>"``. Each attempt is one atomic upsert per
+    counter (see ``domain.authenticate``).
+    """
 
     __tablename__ = "login_attempts"
-    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer)
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -32,6 +32,12 @@ def _written(runtime) -> tuple[int, int]:
 
 
 VALID = participant(1)
+#: The first code point of other scripts' digits, which ``\d`` also matches.
+OTHER_DIGITS = {"arabic-indic": 0x0660, "fullwidth": 0xFF10, "devanagari": 0x0966}
+
+
+def in_other_digits(nip: str, zero: int) -> str:
+    return nip.translate({ord("0") + d: zero + d for d in range(10)})
 
 
 @pytest.mark.parametrize(
@@ -87,6 +93,32 @@ def test_unreadable_bodies_get_a_problem_and_nothing_is_written(client_and_sessi
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["detail"]
     assert _written(runtime) == (0, 0)
+
+
+@pytest.mark.parametrize("zero", OTHER_DIGITS.values(), ids=OTHER_DIGITS.keys())
+def test_a_nip_in_other_digits_than_0_to_9_gets_422_naming_nip_and_nothing_is_written(client_and_session, zero):
+    runtime, client, session_id = client_and_session
+    body = {**VALID, "nip": in_other_digits(VALID["nip"], zero)}
+    response = client.post(f"/registration/api/v1/sessions/{session_id}/registrations", json=body)
+
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["errors"] == {"nip": ["NIP must be exactly 18 digits 0-9."]}
+    assert _written(runtime) == (0, 0)
+
+
+def test_one_nip_written_in_other_digits_cannot_register_again_for_the_session(client_and_session):
+    runtime, client, session_id = client_and_session
+    url = f"/registration/api/v1/sessions/{session_id}/registrations"
+    assert client.post(url, json=VALID).status_code == 201
+
+    again = [
+        client.post(url, json={**VALID, "nip": in_other_digits(VALID["nip"], zero)}).status_code
+        for zero in OTHER_DIGITS.values()
+    ]
+
+    assert again == [422] * len(OTHER_DIGITS)
+    assert _written(runtime) == (1, 1)
 
 
 def test_registering_for_an_unknown_session_is_404_and_nothing_is_written(client_and_session):

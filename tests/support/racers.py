@@ -23,7 +23,9 @@ def register_many(data_dir: str, database_url: str | None, session_id: str, peop
     for person in people:
         try:
             with runtime.unit_of_work() as uow:
-                outcomes.append(domain.register_participant(uow, session_id, person).status)
+                registration = domain.register_participant(uow, session_id, person)
+                uow.commit()
+            outcomes.append(registration.status)
         except Conflict:
             outcomes.append("conflict")
     runtime.engine.dispose()

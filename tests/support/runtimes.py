@@ -30,7 +30,7 @@ def create_session_directly(runtime: ServiceRuntime, capacity: int, title: str =
     from shared.auth import Principal
 
     with runtime.unit_of_work() as uow:
-        return domain.create_session(
+        lab_session = domain.create_session(
             uow,
             {
                 "title": title,
@@ -41,3 +41,15 @@ def create_session_directly(runtime: ServiceRuntime, capacity: int, title: str =
             },
             Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser"),
         )
+        uow.commit()
+    return lab_session
+
+
+def create_account_directly(runtime: ServiceRuntime, email: str, password: str, role: str = "organiser"):
+    """An organiser (or evaluator) account made through the domain operation, as ``labinov user create`` does."""
+    from services.registration import domain
+
+    with runtime.unit_of_work() as uow:
+        account = domain.create_account(uow, role, email, password)
+        uow.commit()
+    return account

@@ -1,14 +1,22 @@
-"""Who may register: NIP, Indonesian mobile number and e-mail rules (services/registration domain and schema)."""
+"""Who may register: NIP, Indonesian mobile number and e-mail rules (services/registration rules and schema)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.registration.domain import nip_problem, normalise_email, normalise_mobile_number
+from services.registration.rules import nip_problem, normalise_email, normalise_mobile_number
 from services.registration.schemas import ParticipantSchema
+from shared.events import RegistrationDataV1
 
 #: born 15 March 1985, appointed January 2010, female, sequence 001
 VALID_NIP = "198503152010012001"
+
+#: The first code point of other scripts' digits 0-9, which ``\d`` (and ``int()``) also accept.
+OTHER_DIGITS = {"arabic-indic": 0x0660, "fullwidth": 0xFF10, "devanagari": 0x0966, "extended-arabic-indic": 0x06F0}
+
+
+def in_other_digits(nip: str, zero: int) -> str:
+    return nip.translate({ord("0") + d: zero + d for d in range(10)})
 
 
 @pytest.mark.parametrize("nip", [VALID_NIP, "198503152010011001", "199202292015021999"])
@@ -34,6 +42,16 @@ def test_a_valid_nip_is_accepted(nip):
 def test_an_impossible_nip_is_refused_with_the_reason(nip, reason):
     problem = nip_problem(nip)
     assert problem is not None and reason in problem
+
+
+@pytest.mark.parametrize("zero", OTHER_DIGITS.values(), ids=OTHER_DIGITS.keys())
+def test_a_nip_in_other_digits_than_0_to_9_is_refused(zero):
+    assert nip_problem(in_other_digits(VALID_NIP, zero)) == "NIP must be exactly 18 digits 0-9."
+
+
+@pytest.mark.parametrize("nip", [VALID_NIP + "\n", " " + VALID_NIP, VALID_NIP[:9] + "\u0661" + VALID_NIP[10:]])
+def test_a_nip_with_anything_but_its_18_digits_is_refused(nip):
+    assert "18 digits 0-9" in nip_problem(nip)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +113,40 @@ def test_the_schema_reports_every_bad_field_at_once():
     assert set(errors) == {"nip", "email", "phone"}
     assert "birth date" in errors["nip"][0]
     assert "mobile" in errors["phone"][0]
+
+
+@pytest.mark.parametrize("zero", OTHER_DIGITS.values(), ids=OTHER_DIGITS.keys())
+def test_the_schema_refuses_a_nip_in_other_digits_naming_the_field(zero):
+    errors = ParticipantSchema().validate(participant(nip=in_other_digits(VALID_NIP, zero)))
+    assert errors == {"nip": ["NIP must be exactly 18 digits 0-9."]}
+
+
+@pytest.mark.parametrize(
+    "nip", [in_other_digits(VALID_NIP, zero) for zero in OTHER_DIGITS.values()] + [VALID_NIP + "\n"]
+)
+def test_the_event_catalogue_refuses_a_nip_that_is_not_18_digits_0_to_9(nip):
+    assert "nip" in RegistrationDataV1().validate(_event_data(nip=nip))
+
+
+def test_the_event_catalogue_accepts_a_nip_of_18_digits_0_to_9():
+    assert RegistrationDataV1().validate(_event_data(nip=VALID_NIP)) == {}
+
+
+def _event_data(**overrides) -> dict:
+    fields = {
+        "registration_id": "r-1",
+        "session_id": "s-1",
+        "session_title": "Sosialisasi",
+        "session_starts_at": "2027-03-01T01:00:00+00:00",
+        "session_location": "Tanjung Selor",
+        "status": "confirmed",
+        "name": "Sari Wulandari",
+        "nip": VALID_NIP,
+        "email": "sari@kaltaraprov.go.id",
+        "phone": "+6281234567890",
+        "opd": "Dinas Kesehatan",
+    }
+    return {**fields, **overrides}
 
 
 def test_the_schema_names_every_missing_field():

@@ -22,6 +22,7 @@ def test_parallel_sign_ins_on_sqlite_all_get_their_token(registration_app):
     with runtime.unit_of_work() as uow:
         for email, password in ORGANISERS:
             domain.create_account(uow, "organiser", email, password)
+        uow.commit()
     answers: list[int] = []
     start = threading.Barrier(len(ORGANISERS) * 2)
 
@@ -60,6 +61,7 @@ def test_a_signing_key_from_the_environment_verifies_its_own_tokens(tmp_path):
     upgrade(runtime)
     with runtime.unit_of_work() as uow:
         domain.create_account(uow, "organiser", *ORGANISERS[0])
+        uow.commit()
     client = create_app(runtime).test_client()
 
     token = client.post(
