@@ -12,17 +12,18 @@ says from when it is due (``due_at``, e.g. ``not_before``).
 Concurrency design — any number of workers, in any number of processes, may work one table at once:
 
 1. **Claim.** :meth:`WorkQueue.claim` takes up to ``batch_size`` rows that are pending, due and not leased,
-   in one statement::
+   in one transaction::
 
+       SELECT id FROM t WHERE <pending> AND <due> AND <unleased> ORDER BY ... LIMIT n
+          FOR UPDATE SKIP LOCKED                         -- PostgreSQL
        UPDATE t SET claim_token = :new, claimed_until = now + lease
-        WHERE id IN (SELECT id FROM t WHERE <pending> AND <due> AND <unleased> ORDER BY ... LIMIT n
-                     FOR UPDATE SKIP LOCKED)            -- PostgreSQL
-          AND <pending> AND <due> AND <unleased>
+        WHERE id IN (:those ids) AND <pending> AND <due> AND <unleased>
 
-   On PostgreSQL ``SKIP LOCKED`` lets concurrent claims take disjoint rows without waiting for each other,
-   and the outer ``WHERE`` is re-checked on the locked row version, so a row claimed meanwhile is never
-   claimed twice. On SQLite the statement runs under the database write lock (``BEGIN IMMEDIATE``, see
-   :mod:`shared.db`), so claims simply take turns. The new random token marks the batch.
+   On PostgreSQL ``SKIP LOCKED`` lets concurrent claims take disjoint rows without waiting for each other:
+   the rows one claim selected stay locked by it until it commits, so no other claim can select them, and
+   once it has committed they are leased. On SQLite the transaction holds the database write lock from its
+   first statement (``BEGIN IMMEDIATE``, see :mod:`shared.db`), so claims simply take turns. The ``UPDATE``
+   re-checks the conditions all the same. The new random token marks the batch.
 2. **Guard.** Every later change of a claimed row — :meth:`~WorkQueue.renew`, :meth:`~WorkQueue.postpone`,
    :meth:`~WorkQueue.release`, :meth:`~WorkQueue.finish`, or any :meth:`~WorkQueue.guarded` statement —
    applies only ``WHERE id = :id AND claim_token = :token AND <pending>``. A worker whose lease ran out and
@@ -96,9 +97,15 @@ class WorkQueue:
         if self.engine.dialect.name == "postgresql":
             due_ids = due_ids.with_for_update(skip_locked=True)
         with self.engine.begin() as connection:
+            # Two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL
+            # may plan that as a semi-join that runs the subquery once per row, and its LIMIT then no longer
+            # limits anything (a claim of 2 took every due row).
+            ids = list(connection.scalars(due_ids))
+            if not ids:
+                return Claim(token, [])
             connection.execute(
                 update(self.table)
-                .where(c.id.in_(due_ids.scalar_subquery()), *claimable)
+                .where(c.id.in_(ids), *claimable)
                 .values(claim_token=token, claimed_until=now + self.lease)
             )
             rows = connection.execute(select(self.table).where(c.claim_token == token).order_by(*self.order)).all()
