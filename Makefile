@@ -18,17 +18,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/labinov run
 
-## test: every test — unit, integration (real PostgreSQL + RabbitMQ), end to end (real processes)
-test: $(STAMP)
-	$(BIN)/ruff check shared services tests
+## test: lint, then every test — unit, integration (real PostgreSQL + RabbitMQ), end to end (real processes)
+test: lint
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 ## test-fast: everything but the end-to-end tests
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -rs -m "not e2e" $(PYTEST_ARGS)
 
+## lint: ruff; the import contracts of pyproject.toml (layers, no service imports another, no Flask in
+## workers); mypy on shared/
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format shared services tests

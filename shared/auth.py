@@ -36,7 +36,6 @@ __all__ = [
     "ALGORITHM",
     "AUDIENCE",
     "ISSUER",
-    "ROLES",
     "AuthError",
     "Principal",
     "TokenIssuer",
@@ -49,10 +48,6 @@ __all__ = [
     "read_or_create_secret",
     "requires",
 ]
-
-#: Registration's account roles. Programme knowledge that belongs to registration (its ACCOUNT_ROLES); kept
-#: here only until the last import of it moves there.
-ROLES = ("organiser", "evaluator")
 
 
 def current_principal() -> Principal | None:

@@ -205,9 +205,10 @@ class ProblemApi(Api):
         finally:
             self.DEFAULT_RESPONSE_CONTENT_TYPE = success_content_type
 
-    def handle_http_exception(self, error: HTTPException):
+    def handle_http_exception(self, error: HTTPException) -> Response:
         data = getattr(error, "data", None) or {}
         errors = _flatten_errors(data["messages"]) if "messages" in data else None
+        detail: str | None
         if error.code == 413:
             detail = f"The request body is larger than {MAX_BODY_BYTES} bytes."
         elif errors and list(errors) == ["json"]:
@@ -395,7 +396,7 @@ def _operations_blueprint(runtime: ServiceRuntime) -> Blueprint:
         return jsonify(status="ok", service=runtime.name)
 
     @ops.get("/health/ready")
-    def ready():
+    def ready() -> Response:
         checks: dict[str, str] = {}
         for check, probe in (
             ("database", lambda: db.ping(db.reading_engine(runtime.engine))),

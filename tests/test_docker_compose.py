@@ -10,6 +10,7 @@ change, instead of in someone's ``docker compose up``.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shlex
 import tomllib
@@ -26,6 +27,7 @@ from flask import Flask
 
 from services.cli import main as labinov_cli
 from shared.config import ENVIRONMENT_VARIABLES, SERVICES, Settings, load_settings
+from shared.http import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -454,6 +456,35 @@ def test_the_gateway_sends_the_front_page_to_the_participant_portal() -> None:
     assert re.search(r"return\s+30[12378]\s+/registration/;", nginx_locations().get("= /", "")), (
         "deploy/nginx.conf does not redirect / to /registration/"
     )
+
+
+def nginx_size(value: str) -> int:
+    """nginx's ``64k`` / ``1m`` / ``1024`` as bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", value).groups()
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
+
+
+def test_the_gateway_refuses_a_body_the_services_would_refuse_with_their_problem_json() -> None:
+    """A body over the services' limit must be a 413 problem+json from nginx, not a 502 (the service answers
+    413 without reading the body, and nginx, still sending it, would lose the answer)."""
+    config = nginx_config()
+    limit = re.search(r"client_max_body_size\s+(\S+);", config)
+    assert limit and nginx_size(limit.group(1)) == MAX_BODY_BYTES, "client_max_body_size is not the services' limit"
+    page = re.search(r"error_page\s+413\s+(@\w+);", config)
+    assert page, "deploy/nginx.conf leaves nginx's own HTML page for 413"
+    block = config[config.index(f"location {page.group(1)}") :]
+    assert re.search(r"default_type\s+application/problem\+json;", block.split("}")[0])
+    body = json.loads(re.search(r"return\s+413\s+'([^']*)';", block).group(1))
+    assert body["status"] == 413 and body["type"].startswith("https://labinov.example/problems/")
+    assert str(MAX_BODY_BYTES) in body["detail"]
+
+
+@pytest.mark.parametrize("name, service", app_containers())
+def test_the_services_trust_the_one_gateway_that_appends_the_callers_address(name: str, service: str) -> None:
+    """Per-client limits count by the address nginx appends to X-Forwarded-For: one hop, the last entry."""
+    assert re.search(r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for;", nginx_config())
+    assert container_settings(name, service).trusted_proxy_hops == 1
+    assert not compose_services()[name].get("ports"), f"{name} is reachable around the gateway"
 
 
 def test_the_gateway_listens_on_the_published_port() -> None:

@@ -7,9 +7,9 @@ from flask import Flask
 from services.registration.api import blp
 from services.registration.bootstrap import bootstrap
 from services.registration.pages import pages
-from shared.auth import TokenIssuer, load_private_key_pem
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
+from shared.tokens import TokenIssuer, load_private_key_pem
 
 
 def create_app(runtime: ServiceRuntime | None = None) -> Flask:

@@ -14,7 +14,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from shared.auth import Principal, TokenIssuer, load_private_key_pem
+from shared.tokens import Principal, TokenIssuer, load_private_key_pem
 from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.servers import postgres_database
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from services.registration.app import create_app
 from services.registration.tables import LabSession, Registration
-from shared.auth import Principal, TokenIssuer, load_private_key_pem
+from shared.tokens import Principal, TokenIssuer, load_private_key_pem
 from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.suite import participant
 

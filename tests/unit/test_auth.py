@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from importlib import import_module
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 
 from services.registration import domain
-from shared.auth import ROLES, TokenVerifier, load_private_key_pem
 from shared.config import SERVICES, load_settings
-
-OUTSIDER_ROLES = (*ROLES, "participant")
+from shared.tokens import ISSUER, AuthError, TokenVerifier, load_private_key_pem
 
 
 def api_views(app: Flask) -> dict:
@@ -32,6 +33,12 @@ def protected_calls(app: Flask) -> list[tuple[str, str, str, tuple[str, ...]]]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             calls.append((rule.endpoint, method, url, roles))
     return calls
+
+
+def declared_roles(app: Flask) -> tuple[str, ...]:
+    """Every role some route of ``app`` lets in, then roles no route names (a participant, a stranger)."""
+    roles = {role for *_, allowed in protected_calls(app) for role in allowed}
+    return (*sorted(roles), "participant", "stranger")
 
 
 def call(client, method: str, url: str, token: str | None = None):
@@ -63,7 +70,7 @@ def test_a_protected_endpoint_refuses_a_role_it_does_not_allow_with_403(app_for,
     app = app_for(service)
     settings = app.extensions["labinov"].settings
     for endpoint, method, url, roles in protected_calls(app):
-        outsider = next(role for role in OUTSIDER_ROLES if role not in roles)
+        outsider = next(role for role in declared_roles(app) if role not in roles)
         response = call(app.test_client(), method, url, mint_token(settings, outsider))
         assert response.status_code == 403, (endpoint, outsider)
         assert response.mimetype == "application/problem+json", endpoint
@@ -108,7 +115,9 @@ PASSWORD = "kaltara-2017-lab"
 @pytest.fixture
 def organiser(registration_app):
     with registration_app.extensions["labinov"].unit_of_work() as uow:
-        return domain.create_account(uow, "organiser", "Panitia@KaltaraProv.go.id", PASSWORD, name="Panitia")
+        account = domain.create_account(uow, "organiser", "Panitia@KaltaraProv.go.id", PASSWORD, name="Panitia")
+        uow.commit()  # the caller commits (UnitOfWork's rule), as the `labinov user create` command does
+        return account
 
 
 def test_the_right_password_gets_a_token_that_verifies(registration_app, registration_client, organiser):
@@ -173,3 +182,67 @@ def test_a_verifying_service_without_a_public_key_says_so_with_503_and_makes_no_
         assert response.status_code == 503, endpoint
         assert "LABINOV_JWKS_URL" in response.get_json()["detail"]
     assert not list(runtime.settings.keys_dir.glob("*.pem"))
+
+
+# --- a token's lifetime is bounded by the verifier, not only by the issuer ----------------------------------
+
+
+def signed_claims(settings, **claims) -> str:
+    """A token signed with the suite's real key, carrying exactly ``claims`` (plus issuer and audience)."""
+    key = serialization.load_pem_private_key(load_private_key_pem(settings).encode(), password=None)
+    return jwt.encode({"iss": ISSUER, "aud": "labinov", "sub": "account-1", **claims}, key, algorithm="EdDSA")
+
+
+@pytest.fixture
+def verifier(registration_app) -> TokenVerifier:
+    return registration_app.extensions["labinov_verifier"]
+
+
+def test_a_validly_signed_token_living_ten_years_is_refused(verifier, registration_app):
+    settings = registration_app.extensions["labinov"].settings
+    now = int(time.time())
+    token = signed_claims(settings, role="organiser", iat=now, exp=now + 10 * 365 * 24 * 3600)
+    with pytest.raises(AuthError) as refused:
+        verifier.verify(token)
+    assert refused.value.status == 401 and "longer than" in refused.value.detail
+
+
+def test_a_token_without_an_issue_time_is_refused(verifier, registration_app):
+    settings = registration_app.extensions["labinov"].settings
+    token = signed_claims(settings, role="organiser", exp=int(time.time()) + 600)
+    with pytest.raises(AuthError, match="iat"):
+        verifier.verify(token)
+
+
+def test_a_token_issued_long_ago_that_still_runs_for_years_is_refused(verifier, registration_app):
+    settings = registration_app.extensions["labinov"].settings
+    now = int(time.time())
+    token = signed_claims(settings, role="organiser", iat=now - 100, exp=now + 3 * 3600)
+    with pytest.raises(AuthError):
+        verifier.verify(token)
+
+
+def test_a_token_within_the_configured_lifetime_is_accepted(verifier, registration_app, mint_token):
+    settings = registration_app.extensions["labinov"].settings
+    assert verifier.verify(mint_token(settings, "organiser", lifetime=settings.token_lifetime_seconds)).role == (
+        "organiser"
+    )
+
+
+def test_a_role_may_be_given_a_longer_lifetime_than_the_default(registration_app, mint_token):
+    settings = registration_app.extensions["labinov"].settings
+    week = 7 * 24 * 3600
+    verifier = TokenVerifier.from_settings(settings, max_lifetime_by_role={"participant": week})
+
+    assert verifier.verify(mint_token(settings, "participant", lifetime=week)).role == "participant"
+    with pytest.raises(AuthError):
+        verifier.verify(mint_token(settings, "organiser", lifetime=week))
+
+
+def test_a_protected_endpoint_answers_an_over_long_token_with_401_and_a_challenge(app_for, mint_token):
+    app = app_for("evaluation")
+    settings = app.extensions["labinov"].settings
+    for endpoint, method, url, roles in protected_calls(app):
+        response = call(app.test_client(), method, url, mint_token(settings, roles[0], lifetime=30 * 24 * 3600))
+        assert response.status_code == 401, endpoint
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), endpoint

@@ -117,3 +117,25 @@ def test_every_labinov_command_reports_a_bad_setting_as_one_line_naming_the_vari
     assert result.exit_code == 1
     assert "LABINOV_PORT" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_programme_time_zone_defaults_to_wita_and_can_be_set():
+    assert load_settings("registration", env={}).timezone.key == "Asia/Makassar"
+    assert load_settings("registration", env={"LABINOV_TIMEZONE": "Asia/Jakarta"}).timezone.key == "Asia/Jakarta"
+
+
+@pytest.mark.parametrize("value", ["Kalimantan/Utara", "../../etc/passwd", "WITA+8"])
+def test_an_unknown_time_zone_stops_start_up_naming_the_variable(value):
+    with pytest.raises(ConfigurationError, match="LABINOV_TIMEZONE"):
+        load_settings("registration", env={"LABINOV_TIMEZONE": value})
+
+
+def test_one_gateway_is_trusted_by_default_and_none_can_be_set():
+    assert load_settings("registration", env={}).trusted_proxy_hops == 1
+    assert load_settings("registration", env={"LABINOV_TRUSTED_PROXY_HOPS": "0"}).trusted_proxy_hops == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "6", "one"])
+def test_an_unusable_number_of_trusted_gateways_stops_start_up_naming_the_variable(value):
+    with pytest.raises(ConfigurationError, match="LABINOV_TRUSTED_PROXY_HOPS"):
+        load_settings("registration", env={"LABINOV_TRUSTED_PROXY_HOPS": value})

@@ -117,3 +117,100 @@ def test_registering_for_a_session_that_does_not_exist_is_a_404_problem(registra
     response = registration_client.post(registrations_of("no-such-session"), json=PARTICIPANT)
     assert response.status_code == 404
     assert response.mimetype == PROBLEM
+
+
+# --- JSON a parser cannot survive is a 4xx on every endpoint, not a 500 ------------------------------------
+
+TOKEN = "/registration/api/v1/auth/token"
+
+
+def deeply_nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    "url",
+    [TOKEN, SESSIONS, registrations_of("any")],
+    ids=["token", "session", "registration"],
+)
+def test_json_nested_a_thousand_levels_deep_is_a_400_problem(registration_client, url):
+    body = json.dumps({"name": "x"})[:-1] + ', "capacity": ' + deeply_nested(1000) + "}"
+    assert len(body) < 64 * 1024
+    response = registration_client.post(url, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM
+    assert "nests deeper" in response.get_json()["detail"]
+
+
+def test_json_nested_a_little_deeper_than_allowed_is_a_400_problem(registration_client):
+    response = registration_client.post(
+        registrations_of("any"), data=f'{{"name": {deeply_nested(40)}}}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "nests deeper than 32 levels" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("url", [TOKEN, SESSIONS, registrations_of("any")], ids=["token", "session", "registration"])
+def test_a_five_thousand_digit_number_is_a_400_problem_naming_it(registration_client, url):
+    body = '{"capacity": ' + "9" * 5000 + "}"
+    response = registration_client.post(url, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM
+    assert "more than 100 digits" in response.get_json()["detail"]
+
+
+def test_a_five_thousand_digit_capacity_from_an_organiser_is_a_400_problem(
+    registration_client, registration_app, mint_token
+):
+    token = mint_token(registration_app.extensions["labinov"].settings, "organiser")
+    body = '{"title": "Workshop", "capacity": ' + "1" * 5000 + "}"
+    response = registration_client.post(
+        SESSIONS, data=body, content_type="application/json", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM
+
+
+def test_ordinary_nesting_and_numbers_still_reach_the_fields(registration_client):
+    response = registration_client.post(registrations_of("any"), json={"name": [[["Sari"]]], "nip": 123})
+    assert response.status_code == 422
+    assert {"name", "nip"} <= set(response.get_json()["errors"])
+
+
+# --- the caller's address behind the gateway ------------------------------------------------------------------
+
+
+def test_the_address_the_gateway_appended_is_the_client_address(registration_app):
+    from shared.http import client_address
+
+    seen = {}
+
+    @registration_app.get("/registration/test-only/address")
+    def address():
+        seen["address"] = client_address()
+        return "ok"
+
+    registration_app.test_client().get(
+        "/registration/test-only/address", headers={"X-Forwarded-For": "203.0.113.66, 198.51.100.23"}
+    )
+    assert seen["address"] == "198.51.100.23"  # the one gateway's entry, not what the caller wrote before it
+
+
+def test_without_trusted_gateways_the_socket_address_is_the_client_address(runtime_for, data_env, monkeypatch):
+    from importlib import import_module
+
+    from shared.config import load_settings
+    from shared.http import client_address
+
+    runtime = runtime_for("evaluation")
+    runtime.settings = load_settings("evaluation", env={**data_env, "LABINOV_TRUSTED_PROXY_HOPS": "0"})
+    app = import_module("services.evaluation.app").create_app(runtime)
+    seen = {}
+
+    @app.get("/evaluation/test-only/address")
+    def address():
+        seen["address"] = client_address()
+        return "ok"
+
+    app.test_client().get("/evaluation/test-only/address", headers={"X-Forwarded-For": "203.0.113.66"})
+    assert seen["address"] == "127.0.0.1"
