@@ -16,6 +16,7 @@ through the helpers here, so that both engines behave alike where correctness de
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,20 @@ class UnitOfWork:
         self._session_factory = session_factory
         self._outbox = outbox
         self.source = source
-        self.session: Session | None = None
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        """This transaction's database session (only inside the ``with`` block)."""
+        if self._session is None:
+            raise RuntimeError("use the unit of work inside a with-block")
+        return self._session
 
     def __enter__(self) -> UnitOfWork:
-        self.session = self._session_factory()
+        self._session = self._session_factory()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        assert self.session is not None
         # close() rolls back whatever was not committed; unlike rollback() it keeps the loaded state of
         # committed objects readable, so a view can render what the operation returned.
         self.session.close()
@@ -140,20 +147,17 @@ class UnitOfWork:
         exchange: str,
         routing_key: str,
         headers: dict[str, Any] | None = None,
-        not_before=None,
+        not_before: datetime | None = None,
     ) -> None:
         """Write a raw outbox row (events, retries and dead letters all leave through the outbox)."""
-        assert self.session is not None, "use the unit of work inside a with-block"
         self.session.execute(
             insert(self._outbox).values(**outbox_row(envelope, exchange, routing_key, headers or {}, not_before))
         )
 
     def commit(self) -> None:
-        assert self.session is not None
         self.session.commit()
 
     def flush(self) -> None:
-        assert self.session is not None
         self.session.flush()
 
 

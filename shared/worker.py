@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from shared.housekeeping import housekeeping_loop
 from shared.messaging.consumer import EventProcessor, Handler, consume_events
@@ -56,7 +57,7 @@ def run_worker(
         processor = event_processor(runtime, handlers)
         parts["consumer"] = lambda: consume_events(runtime.settings.broker_url, processor, stop)
     for name, loop in {"housekeeping": housekeeping_loop, **(loops or {})}.items():
-        parts[name] = lambda loop=loop: loop(runtime, stop)
+        parts[name] = partial(loop, runtime, stop)
 
     threads = [
         threading.Thread(target=_guarded(name, part, stop), name=f"{runtime.name}-{name}", daemon=True)

@@ -47,9 +47,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, Update, or_, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, Engine, Row, Table, Update, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.clock import utcnow
@@ -149,10 +149,11 @@ class WorkQueue:
         return self._execute(self.guarded(token, ids).values(**values, claimed_until=None), on)
 
     def _execute(self, statement: Update, on: Executor) -> int:
-        if on is not None:
-            return on.execute(statement).rowcount
-        with self.engine.begin() as connection:
-            return connection.execute(statement).rowcount
+        """Run a guarded ``UPDATE`` on ``on`` (or in a transaction of its own); how many rows it changed."""
+        if on is None:
+            with self.engine.begin() as connection:
+                return connection.execute(statement).rowcount
+        return cast(CursorResult[Any], on.execute(statement)).rowcount
 
 
 def _naive_utc(moment: datetime) -> datetime:

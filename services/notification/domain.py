@@ -247,8 +247,8 @@ def _record_outcome(
 @contextmanager
 def _correlation_of(row) -> Iterator[None]:
     """The events about a delivery carry the correlation id of the request that caused it."""
-    token = set_correlation_id(row.correlation_id or new_correlation_id())
+    previous = set_correlation_id(row.correlation_id or new_correlation_id())
     try:
         yield
     finally:
-        reset_correlation_id(token)
+        reset_correlation_id(previous)

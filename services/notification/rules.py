@@ -8,8 +8,8 @@ a server or the clock, so every branch is tested in milliseconds (``tests/unit/t
 The policy:
 
 * A mail the server **refused** (or that could not even be composed) is that mail's fault: it costs its
-  delivery one attempt and is retried later (:data:`SEND_RETRY`: 15 s, 45 s, 2¼ min … 1 h). The session
-  goes on with the next mail.
+  delivery one attempt and is retried later (:data:`SEND_RETRY`: 15 s, 45 s, 2¼ min … 1 h). The
+  connection goes on with the next mail.
 * A **mail server that is away** — the connection could not be opened, or the server answered 421 (closing
   the channel) — is no mail's fault: the deliveries wait without losing an attempt, as long again as they
   have waited so far (:data:`SERVER_WAIT`: 30 s … 10 min), however long the outage lasts.
@@ -39,7 +39,7 @@ SERVER_WAIT = Backoff(base=timedelta(seconds=30), factor=2, cap=timedelta(minute
 class SendFailure(Enum):
     """What went wrong with one send, in the policy's terms."""
 
-    #: The server refused this one mail, or it could not be composed; the session goes on.
+    #: The server refused this one mail, or it could not be composed; the connection goes on.
     MAIL_REFUSED = "mail refused"
     #: No connection could be opened, or the server is closing it (421); no mail's fault.
     SERVER_UNAVAILABLE = "server unavailable"
@@ -48,7 +48,7 @@ class SendFailure(Enum):
 
     @property
     def connection_lost(self) -> bool:
-        """Whether the session is over: the mails behind this one wait as :attr:`SERVER_UNAVAILABLE`."""
+        """Whether the connection is over: the mails behind this one wait as :attr:`SERVER_UNAVAILABLE`."""
         return self is not SendFailure.MAIL_REFUSED
 
     @property

@@ -201,7 +201,7 @@ class _QueueConsumer(ConsumerMixin):
         self.stop = stop
 
     @property
-    def should_stop(self) -> bool:  # ConsumerMixin polls this between drains
+    def should_stop(self) -> bool:  # type: ignore[override]  # ConsumerMixin polls this between drains
         return self.stop.is_set()
 
     @contextmanager

@@ -7,6 +7,7 @@ claims, leases and the token guard, so that is all these tests look at.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -115,6 +116,7 @@ def test_workers_claiming_at_the_same_moment_get_disjoint_rows_and_together_all_
             if not rows:
                 return
             mine.extend(row.id for row in rows)
+            time.sleep(0.01)  # the work itself, while the rows are held
             assert queue.finish(token, [row.id for row in rows], done_at=utcnow()) == len(rows)
 
     threads = [threading.Thread(target=work, args=(mine,)) for mine in taken]
