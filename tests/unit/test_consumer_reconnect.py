@@ -8,6 +8,7 @@ import time
 import pytest
 from kombu import Connection
 
+from shared.backoff import Backoff
 from shared.messaging import consumer
 from shared.messaging.consumer import CONSUMER_RECONNECT, _QueueConsumer, _Stopping
 from tests.support.servers import free_port
@@ -26,16 +27,10 @@ class _RecordingConsumer(_QueueConsumer):
 
 
 def test_a_consumer_that_cannot_reach_the_broker_backs_off_and_gives_up_at_once_when_stopped(monkeypatch):
-    monkeypatch.setattr(
-        consumer,
-        "CONSUMER_RECONNECT",
-        CONSUMER_RECONNECT.__class__(
-            base=CONSUMER_RECONNECT.base / 100,
-            factor=2,
-            cap=CONSUMER_RECONNECT.cap / 100,
-            jitter=CONSUMER_RECONNECT.jitter,
-        ),
+    hundredfold_faster = Backoff(
+        base=CONSUMER_RECONNECT.base / 100, factor=2, cap=CONSUMER_RECONNECT.cap / 100, jitter=CONSUMER_RECONNECT.jitter
     )
+    monkeypatch.setattr(consumer, "CONSUMER_RECONNECT", hundredfold_faster)
     nowhere = Connection(f"amqp://guest:guest@127.0.0.1:{free_port()}//", connect_timeout=1)
     stop = threading.Event()
     reconnecting = _RecordingConsumer(nowhere, stop, stop_after=4)
