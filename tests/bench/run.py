@@ -1,12 +1,20 @@
 """`make bench`: measured figures of the suite's real processes, written to a file.
 
-Starts the suite (gunicorn web processes + workers) on the real PostgreSQL and RabbitMQ when they are
-reachable, else on the embedded defaults, then measures:
+Two parts (``--parts``, both by default), each printing its progress as it goes:
 
-* a registration rush: N registrations for one session from C concurrent clients through HTTP —
-  throughput and latency percentiles, and that confirmed == capacity;
-* the event pipeline: time from the first registration until every confirmation mail reached a real SMTP
-  server (aiosmtpd), i.e. registration → outbox → relay → broker → consumer → mail.
+* ``registration`` — the registration rush with wrk (``registration_rush.py``): the suite's registration
+  endpoint into a session of capacity 10,000 and one of capacity 50, against the ceiling of a minimal Flask
+  app under the same gunicorn; latency growth from 1,000 to 100,000 registrations in a session; resident
+  memory of each web worker; a py-spy profile of the web process (``<output>-profile-*.txt``). Needs
+  PostgreSQL, RabbitMQ and wrk, and says so when one is missing.
+* ``mail`` — the event pipeline: the suite (gunicorn web processes + workers) on the real PostgreSQL and
+  RabbitMQ when they are reachable, and on the embedded defaults; N registrations for one session from C
+  concurrent clients through HTTP (throughput and latency percentiles, confirmed == capacity), and the time
+  from the first registration until every confirmation mail reached a real SMTP server (aiosmtpd), i.e.
+  registration → outbox → relay → broker → consumer → mail.
+
+``--quick`` shortens every wrk run (and the mail part's registrations) for a look in about two minutes.
+The machine's cores are shared with whatever else runs: figures from a busy machine are noisy.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -93,31 +102,90 @@ def run_embedded(root: Path, smtp: SmtpServer, args) -> dict:
         suite.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", default="bench-results.txt")
-    parser.add_argument("--registrations", type=int, default=500)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--capacity", type=int, default=200)
-    args = parser.parse_args()
+def progress(line: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", flush=True)
 
+
+def registration_part(args) -> list[str]:
+    from tests.bench.registration_rush import RegistrationRush, RushSettings
+
+    problem = postgres_problem() or rabbitmq_problem()
+    if problem:
+        return [f"skipped: {problem}"]
+    settings = RushSettings.quick() if args.quick else RushSettings()
+    profile_prefix = Path(args.output).with_suffix("").absolute().as_posix() + "-profile"
+    with tempfile.TemporaryDirectory() as tmp:
+        return RegistrationRush(Path(tmp), Path(profile_prefix), settings, progress).run()
+
+
+def mail_part(args) -> list[str]:
     lines = [
-        f"# Labinov benchmark, {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
-        "# command: make bench",
+        f"settings: {args.registrations} registrations from {args.clients} Python threads (requests), "
+        f"capacity {args.capacity}; every process of the suite"
     ]
     runs = [("embedded defaults (SQLite + embedded Redis)", run_embedded)]
     if postgres_problem() is None and rabbitmq_problem() is None:
         runs.insert(0, ("PostgreSQL + RabbitMQ", run_on_servers))
     else:
-        lines.append(f"# skipped PostgreSQL + RabbitMQ: {postgres_problem() or rabbitmq_problem()}")
+        lines.append(f"skipped PostgreSQL + RabbitMQ: {postgres_problem() or rabbitmq_problem()}")
     for title, run in runs:
+        progress(f"mail pipeline on {title}: {args.registrations} registrations ...")
         with tempfile.TemporaryDirectory() as tmp, SmtpServer() as smtp:
             results = run(Path(tmp), smtp, args)
-        lines.append(f"\n## {title}")
+        lines.append(f"### {title}")
         lines += [f"{name}: {value}" for name, value in results.items()]
+    return lines
+
+
+PARTS = {
+    "registration": ("Registration rush (wrk; PostgreSQL + RabbitMQ)", registration_part),
+    "mail": ("Mail pipeline (registration -> outbox -> broker -> notification -> SMTP)", mail_part),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="bench-results.txt")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a look rather than figures")
+    parser.add_argument("--registrations", type=int, default=None, help="mail part (default 500, quick 200)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--capacity", type=int, default=200)
+    args = parser.parse_args()
+    if args.registrations is None:
+        args.registrations = 200 if args.quick else 500
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(unknown)}")
+
+    started = time.perf_counter()
+    lines = [
+        f"# Labinov benchmark, {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"# machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, "
+        f"python {platform.python_version()}",
+        f"# command: python -m tests.bench.run {' '.join(sys.argv[1:])}".rstrip(),
+        "# the cores are shared with every other process on the machine (test runs, editors): figures are noisy",
+    ]
+    for part in parts:
+        title, measure_part = PARTS[part]
+        progress(f"part: {title}")
+        lines += ["", f"## {title}", *measure_part(args)]
+        Path(args.output).write_text("\n".join(lines) + "\n")  # what is measured so far survives a later failure
+    lines.append(f"\n# whole benchmark: {time.perf_counter() - started:.0f} s")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    progress(f"written to {args.output}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu model unknown"
 
 
 if __name__ == "__main__":
