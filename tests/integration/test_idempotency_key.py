@@ -17,9 +17,9 @@ from tests.support.suite import participant
 @pytest.fixture
 def setup(tmp_path, postgres_url):
     runtime = migrated_runtime("registration", tmp_path, postgres_url)
-    session = create_session_directly(runtime, capacity=10)
+    lab_session = create_session_directly(runtime, capacity=10)
     app = create_app(runtime)
-    yield runtime, app, f"/registration/api/v1/sessions/{session.id}/registrations"
+    yield runtime, app, f"/registration/api/v1/sessions/{lab_session.id}/registrations"
     runtime.engine.dispose()
 
 
@@ -161,8 +161,8 @@ def test_concurrent_requests_with_one_key_create_one_session(setup):
         thread.join()
 
     with runtime.engine.connect() as connection:
-        sessions = connection.scalar(select(func.count()).select_from(LabSession))
-    assert sessions == 2  # the fixture's session and exactly one more
+        lab_sessions = connection.scalar(select(func.count()).select_from(LabSession))
+    assert lab_sessions == 2  # the fixture's session and exactly one more
     assert answers.count(201) >= 1
     assert set(answers) <= {201, 409}  # 409 only while the first is still in progress
 

@@ -246,3 +246,16 @@ def test_a_protected_endpoint_answers_an_over_long_token_with_401_and_a_challeng
         response = call(app.test_client(), method, url, mint_token(settings, roles[0], lifetime=30 * 24 * 3600))
         assert response.status_code == 401, endpoint
         assert response.headers["WWW-Authenticate"].startswith("Bearer"), endpoint
+
+
+def test_auth_and_domain_refusals_share_one_problem_shape_and_one_challenge(registration_client, organiser):
+    from shared.errors import DomainError
+    from shared.problems import Problem
+
+    assert issubclass(AuthError, Problem) and issubclass(DomainError, Problem)
+    no_token = registration_client.get(f"/registration/api/v1/registrations/{uuid.uuid4()}")  # an AuthError
+    wrong_password = registration_client.post(TOKEN_URL, json={"email": organiser.email, "password": "not-it-at-all"})
+    for response in (no_token, wrong_password):  # the second is a DomainError
+        assert response.status_code == 401
+        assert response.headers.getlist("WWW-Authenticate") == ['Bearer realm="labinov"']
+        assert set(response.get_json()) >= {"type", "title", "status", "detail"}
