@@ -125,9 +125,9 @@ def run() -> None:
     from honcho.manager import Manager
     from honcho.printer import Printer
 
-    from shared.auth import load_private_key_pem
     from shared.messaging.broker import start_embedded_broker
     from shared.migrations import upgrade
+    from shared.tokens import load_private_key_pem
 
     try:
         settings = {name: load_settings(name) for name in SERVICES}

@@ -45,10 +45,10 @@ from services.registration.rules import (
     normalise_email,
 )
 from services.registration.tables import Account, LabSession, LoginAttempts, Registration
-from shared.auth import Principal
 from shared.clock import UTCDateTime
 from shared.db import UnitOfWork, insert_or_update
 from shared.errors import Conflict, DomainError, NotFound, RuleViolation
+from shared.tokens import Principal
 
 _password_hasher = PasswordHasher()
 
