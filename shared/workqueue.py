@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Connection, CursorResult, Engine, Row, Table, Update, or_, select, update
+from sqlalchemy import Column, ColumnElement, Connection, CursorResult, Engine, Row, Table, Update, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.clock import utcnow
@@ -74,7 +74,7 @@ class WorkQueue:
         table: Table,
         *,
         pending: Sequence[ColumnElement[bool]],
-        due_at: Any,
+        due_at: Column[Any],
         lease: timedelta,
         order_by: Sequence[Any] = (),
     ) -> None:
