@@ -1,15 +1,12 @@
-"""Time, in one place: infrastructure tables store naive UTC; domain times are aware and shown local."""
+"""Time, in one place: infrastructure tables store naive UTC; domain times are aware. Where times are shown to
+people is configuration (``LABINOV_TIMEZONE``, ``Settings.timezone``), not this module's business."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
-
-#: Kalimantan Utara is on WITA (UTC+8): times are stored in UTC and shown to people in this zone.
-PROGRAMME_TIMEZONE = ZoneInfo("Asia/Makassar")
 
 
 def utcnow() -> datetime:

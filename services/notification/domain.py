@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -45,7 +45,7 @@ from services.notification.rules import (
     after_failed_send,
 )
 from services.notification.tables import Delivery, Recipient
-from shared.clock import PROGRAMME_TIMEZONE, utcnow
+from shared.clock import utcnow
 from shared.db import UnitOfWork, upsert
 from shared.events import Event
 from shared.observability import new_correlation_id, reset_correlation_id, set_correlation_id
@@ -107,15 +107,15 @@ def queue_mail(uow: UnitOfWork, recipient: str, template: str, context: dict[str
     return delivery
 
 
-def notify_registration(uow: UnitOfWork, event: Event) -> Delivery:
-    """A registration was confirmed or waitlisted: tell the participant."""
+def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo) -> Delivery:
+    """A registration was confirmed or waitlisted: tell the participant (times shown in ``timezone``)."""
     data = event.data
     recipient = remember_recipient(uow, data)
     context = {
         "name": data["name"],
         "opd": data["opd"],
         "session_title": data["session_title"],
-        "starts_at": data["session_starts_at"].astimezone(PROGRAMME_TIMEZONE).strftime("%d-%m-%Y %H:%M"),
+        "starts_at": data["session_starts_at"].astimezone(timezone).strftime("%d-%m-%Y %H:%M"),
         "location": data["session_location"],
     }
     return queue_mail(uow, recipient, "registration_" + data["status"], context, event)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from functools import cache
+from zoneinfo import ZoneInfo
+
 from services.notification import domain
+from shared.config import load_settings
 from shared.db import UnitOfWork
 from shared.events import Event
 from shared.messaging.consumer import Handler
 
 
+@cache
+def programme_timezone() -> ZoneInfo:
+    """Where the programme's times are shown (``LABINOV_TIMEZONE``), read once per worker process."""
+    return load_settings("notification").timezone
+
+
 def on_registration(uow: UnitOfWork, event: Event) -> None:
-    domain.notify_registration(uow, event)
+    domain.notify_registration(uow, event, programme_timezone())
 
 
 HANDLERS: dict[str, Handler] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from services.registration import domain
-from shared.clock import PROGRAMME_TIMEZONE
 from shared.http import runtime_of
 
 pages = Blueprint("registration_pages", __name__)
@@ -14,8 +13,9 @@ pages = Blueprint("registration_pages", __name__)
 @pages.get("/")
 def portal():
     """The participant portal: upcoming sessions and the seats left. Anyone may open it."""
-    with runtime_of().reading() as uow:
+    runtime = runtime_of()
+    with runtime.reading() as uow:
         sessions = [
             {"session": lab_session, "seats": seats} for lab_session, seats in domain.list_sessions(uow, limit=500)
         ]
-    return render_template("registration/sessions.html", sessions=sessions, tz=PROGRAMME_TIMEZONE)
+    return render_template("registration/sessions.html", sessions=sessions, tz=runtime.settings.timezone)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -50,7 +51,7 @@ def _queue_confirmations(runtime, count: int) -> None:
             )
         )
         with runtime.unit_of_work() as uow:
-            domain.notify_registration(uow, event)
+            domain.notify_registration(uow, event, ZoneInfo("Asia/Makassar"))
             uow.commit()
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -132,7 +133,7 @@ def _queue_one_mail(runtime) -> None:
         )
     )
     with runtime.unit_of_work() as uow:
-        domain.notify_registration(uow, event)
+        domain.notify_registration(uow, event, ZoneInfo("Asia/Makassar"))
         uow.commit()
 
 
