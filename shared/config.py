@@ -41,7 +41,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_JWKS_URL": "where to fetch the verifying keys instead (registration's /auth/jwks.json)",
     "LABINOV_TOKEN_LIFETIME_SECONDS": "how long a token is valid (60 s to 7 days); default 3600. Every service "
     "refuses tokens that live longer, so give all of them the same value",
-    "LABINOV_MAX_DELIVERY_ATTEMPTS": "handler attempts before a message is dead-lettered; default 5",
+    "LABINOV_MAX_HANDLER_ATTEMPTS": "attempts of an event handler before its message is dead-lettered; default 5",
+    "LABINOV_MAX_DELIVERY_ATTEMPTS": "the old name of LABINOV_MAX_HANDLER_ATTEMPTS, still read when that is unset",
     "LABINOV_PUBLIC_URL": "the address people open (links in mail); default http://127.0.0.1:LABINOV_PORT",
     "LABINOV_LOG_LEVEL": "DEBUG, INFO, WARNING...; default INFO",
     "LABINOV_TIMEZONE": "the programme's time zone (IANA name) in which people see times; default Asia/Makassar",
@@ -71,7 +72,7 @@ class Settings:
     jwt_public_key_pem: str | None
     jwks_url: str | None
     token_lifetime_seconds: int
-    max_delivery_attempts: int
+    max_handler_attempts: int
     public_url: str
     secret_key: str | None
     log_level: str
@@ -108,6 +109,11 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1, maximum
     if not minimum <= value <= maximum:
         raise ConfigurationError(f"{name}={value} must be between {minimum} and {maximum}")
     return value
+
+
+def _first_set(env: dict[str, str], name: str, *old_names: str) -> str:
+    """``name``, or the first of its ``old_names`` that is set (a renamed variable keeps working)."""
+    return next((old for old in old_names if env.get(old) and not env.get(name)), name)
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -191,7 +197,9 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         jwt_public_key_pem=_pem(env, "LABINOV_JWT_PUBLIC_KEY", private=False),
         jwks_url=_url(env, "LABINOV_JWKS_URL", ("http", "https")),
         token_lifetime_seconds=_int(env, "LABINOV_TOKEN_LIFETIME_SECONDS", 3600, 60, 7 * 24 * 3600),
-        max_delivery_attempts=_int(env, "LABINOV_MAX_DELIVERY_ATTEMPTS", 5, 1, 100),
+        max_handler_attempts=_int(
+            env, _first_set(env, "LABINOV_MAX_HANDLER_ATTEMPTS", "LABINOV_MAX_DELIVERY_ATTEMPTS"), 5, 1, 100
+        ),
         secret_key=env.get("LABINOV_SECRET_KEY") or None,
         log_level=_choice(env, "LABINOV_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         service_ports={

@@ -31,7 +31,7 @@ def event_processor(runtime: ServiceRuntime, handlers: Mapping[str, Handler]) ->
         handlers=handlers,
         unit_of_work=runtime.unit_of_work,
         inbox=runtime.inbox,
-        max_attempts=runtime.settings.max_delivery_attempts,
+        max_attempts=runtime.settings.max_handler_attempts,
     )
 
 

@@ -119,7 +119,7 @@ def test_bad_and_failing_messages_are_dead_lettered_and_the_rest_are_processed(
         broker_url=broker_url,
         database_urls=postgres_urls,
         smtp_url=smtp_server.url,
-        extra_env={"LABINOV_MAX_DELIVERY_ATTEMPTS": "3"},
+        extra_env={"LABINOV_MAX_HANDLER_ATTEMPTS": "3"},
     ).start()
 
     publish_raw(broker_url, {"hello": "not an event"}, "registration.confirmed")

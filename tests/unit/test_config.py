@@ -139,3 +139,12 @@ def test_one_gateway_is_trusted_by_default_and_none_can_be_set():
 def test_an_unusable_number_of_trusted_gateways_stops_start_up_naming_the_variable(value):
     with pytest.raises(ConfigurationError, match="LABINOV_TRUSTED_PROXY_HOPS"):
         load_settings("registration", env={"LABINOV_TRUSTED_PROXY_HOPS": value})
+
+
+def test_handler_attempts_are_read_under_their_new_name_and_still_under_the_old_one():
+    assert load_settings("notification", env={"LABINOV_MAX_HANDLER_ATTEMPTS": "7"}).max_handler_attempts == 7
+    assert load_settings("notification", env={"LABINOV_MAX_DELIVERY_ATTEMPTS": "3"}).max_handler_attempts == 3
+    both = {"LABINOV_MAX_HANDLER_ATTEMPTS": "8", "LABINOV_MAX_DELIVERY_ATTEMPTS": "3"}
+    assert load_settings("notification", env=both).max_handler_attempts == 8
+    with pytest.raises(ConfigurationError, match="LABINOV_MAX_DELIVERY_ATTEMPTS"):
+        load_settings("notification", env={"LABINOV_MAX_DELIVERY_ATTEMPTS": "many"})

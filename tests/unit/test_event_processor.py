@@ -36,7 +36,7 @@ def processor(runtime, handlers=HANDLERS, max_attempts=None) -> EventProcessor:
         handlers=handlers,
         unit_of_work=runtime.unit_of_work,
         inbox=runtime.inbox,
-        max_attempts=max_attempts or runtime.settings.max_delivery_attempts,
+        max_attempts=max_attempts or runtime.settings.max_handler_attempts,
     )
 
 
