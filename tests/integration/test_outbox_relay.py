@@ -6,7 +6,7 @@ import collections
 import logging
 import multiprocessing
 import threading
-import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -118,7 +118,8 @@ def test_an_idle_relay_keeps_its_rabbitmq_connection_through_several_heartbeats(
     tmp_path, postgres_url, rabbitmq, monkeypatch, caplog
 ):
     broker_url, _ = rabbitmq
-    monkeypatch.setattr("shared.messaging.broker.HEARTBEAT_SECONDS", 2)
+    monkeypatch.setattr("shared.messaging.broker.HEARTBEAT_SECONDS", 1)
+    heartbeats_from_broker = _count_heartbeats_the_relay_reads(monkeypatch)
     runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
     relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration")
     stop = threading.Event()
@@ -126,9 +127,10 @@ def test_an_idle_relay_keeps_its_rabbitmq_connection_through_several_heartbeats(
     caplog.set_level(logging.INFO, logger="shared.messaging.outbox")
     thread.start()
     try:
-        # idle for four heartbeat intervals: a relay that only sent heartbeats would be dropped by now (time
-        # passing is what this test is about, so it is the one place that waits a fixed time)
-        time.sleep(8)
+        # evidence, not a clock: the idle relay has read the broker's heartbeats for well over the two missed
+        # intervals after which RabbitMQ drops a silent peer — a relay that only sent heartbeats, or answered
+        # none, would have been dropped by now
+        wait_until(lambda: heartbeats_from_broker() >= 5, timeout=30, what="5 heartbeats read from the broker")
         assert "paused" not in caplog.text
         ids = _write_events(runtime, 1)
         reader = QueueReader(broker_url, "evaluation-events")
@@ -137,3 +139,23 @@ def test_an_idle_relay_keeps_its_rabbitmq_connection_through_several_heartbeats(
         stop.set()
         thread.join(10)
     assert caplog.text.count("outbox relay connected") == 1
+
+
+def _count_heartbeats_the_relay_reads(monkeypatch) -> Callable[[], int]:
+    """Count the heartbeat checks in which py-amqp saw new frames from the broker (an idle connection gets
+    nothing but heartbeats), for every AMQP connection of this test."""
+    from amqp.connection import Connection as AmqpConnection
+
+    seen = {"count": 0}
+    original = AmqpConnection.heartbeat_tick
+
+    def counting_tick(self, rate=2):
+        before = self.bytes_recv
+        result = original(self, rate)
+        if self.bytes_recv != getattr(self, "_labinov_seen_bytes", before):
+            seen["count"] += 1
+        self._labinov_seen_bytes = self.bytes_recv
+        return result
+
+    monkeypatch.setattr(AmqpConnection, "heartbeat_tick", counting_tick)
+    return lambda: seen["count"]
