@@ -13,22 +13,12 @@ from services.registration import rules
 from services.registration.app import create_app
 from services.registration.tables import LoginAttempts
 from tests.support.runtimes import create_account_directly, migrated_runtime
-from tests.support.servers import postgres_database
 
 PANITIA = {"email": "panitia@kaltaraprov.go.id", "password": "rahasia-panitia-2017"}
 URL = "/registration/api/v1/auth/token"
 #: The owner's own client, and a stranger's, as the gateway reports them (documentation addresses).
 OWNER = "203.0.113.10"
 STRANGER = "198.51.100.66"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture

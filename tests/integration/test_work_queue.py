@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from shared.clock import utcnow
 from shared.db import create_database_engine
 from shared.workqueue import WorkQueue
-from tests.support.servers import postgres_database
 
 LEASE = timedelta(minutes=1)
 
@@ -35,19 +34,12 @@ jobs = Table(
 )
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = create_database_engine(f"sqlite:///{tmp_path / 'queue.db'}")
-        metadata.create_all(engine)
-        yield engine
-        engine.dispose()
-    else:
-        with postgres_database() as url:
-            engine = create_database_engine(url)
-            metadata.create_all(engine)
-            yield engine
-            engine.dispose()
+@pytest.fixture
+def engine(database_url, tmp_path):
+    engine = create_database_engine(database_url or f"sqlite:///{tmp_path / 'queue.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
 
 
 def queue_on(engine, lease: timedelta = LEASE) -> WorkQueue:
