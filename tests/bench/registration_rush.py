@@ -111,6 +111,7 @@ class RegistrationRush:
     def run(self) -> list[str]:
         problem = wrk_problem()
         if problem:
+            self.progress(f"SKIPPED the registration rush: {problem}")
             return [f"skipped: {problem}"]
         with rabbitmq_vhost() as (amqp_url, _), postgres_database() as suite_db, postgres_database() as ceiling_db:
             ceiling = self.measure_ceiling(ceiling_db)
