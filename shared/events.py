@@ -28,6 +28,9 @@ class InvalidEvent(ValueError):
 
 
 class SessionDataV1(Schema):
+    """A lab session as registrants and the other services need it (``session.created``, ``.published``,
+    ``.cancelled``). ``stage``, ``online_url`` and ``state`` were added later; they are optional."""
+
     session_id = fields.Str(required=True)
     programme_id = fields.Str(allow_none=True, load_default=None)
     title = fields.Str(required=True)
@@ -35,13 +38,40 @@ class SessionDataV1(Schema):
     ends_at = fields.AwareDateTime(required=True)
     location = fields.Str(required=True)
     capacity = fields.Int(required=True, validate=validate.Range(min=1))
+    stage = fields.Str(allow_none=True, load_default=None)
+    online_url = fields.Str(allow_none=True, load_default=None)
+    state = fields.Str(load_default="published", validate=validate.OneOf(["draft", "published", "cancelled"]))
+
+
+class ChangeSchema(Schema):
+    old = fields.Raw(allow_none=True, required=True)
+    new = fields.Raw(allow_none=True, required=True)
+
+
+class SessionChangedDataV1(SessionDataV1):
+    """``session.changed``: the session as it is now, and what changed in its time or place."""
+
+    changes = fields.Dict(
+        keys=fields.Str(validate=validate.OneOf(["starts_at", "ends_at", "location", "online_url"])),
+        values=fields.Nested(ChangeSchema),
+        required=True,
+        validate=validate.Length(min=1),
+    )
 
 
 class RegistrationDataV1(Schema):
-    """A participant's registration for a session: who, for what, and where they stand."""
+    """A participant's registration for a session: who, for what, and where they stand.
+
+    The one shape of ``registration.confirmed``, ``.waitlisted``, ``.promoted`` and ``.cancelled``.
+    ``position`` is the participant's job title (jabatan), as it always was in this version; the same value
+    is also in ``job_title`` (added later, the name to read from now on), and the place on the waiting list
+    is ``waitlist_position`` (1 = next, ``null`` unless waitlisted). Keeping ``position``'s meaning is what
+    keeps version 1 compatible for the consumers that store it as the job title; a version 2 may drop it.
+    """
 
     registration_id = fields.Str(required=True)
     session_id = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
     session_title = fields.Str(required=True)
     session_starts_at = fields.AwareDateTime(required=True)
     session_location = fields.Str(required=True)
@@ -52,7 +82,9 @@ class RegistrationDataV1(Schema):
     email = fields.Email(required=True)
     phone = fields.Str(required=True)
     opd = fields.Str(required=True)
-    position = fields.Str(allow_none=True, load_default=None)
+    position = fields.Str(allow_none=True, load_default=None, metadata={"description": "job title (deprecated)"})
+    job_title = fields.Str(allow_none=True, load_default=None)
+    waitlist_position = fields.Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
     language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
 
 
@@ -78,7 +110,14 @@ CATALOGUE: dict[str, EventType] = {
     for e in [
         EventType("session.created", "1", SessionDataV1, "An organiser opened a new lab session."),
         EventType("registration.confirmed", "1", RegistrationDataV1, "A participant holds a seat."),
+        EventType("session.published", "1", SessionDataV1, "A draft session was published: it takes registrations."),
+        EventType("session.changed", "1", SessionChangedDataV1, "A session's time or place changed (old and new)."),
+        EventType("session.cancelled", "1", SessionDataV1, "An organiser cancelled a session."),
         EventType("registration.waitlisted", "1", RegistrationDataV1, "The session was full: on the waiting list."),
+        EventType(
+            "registration.promoted", "1", RegistrationDataV1, "A seat came free: moved from the waiting list to confirmed."
+        ),
+        EventType("registration.cancelled", "1", RegistrationDataV1, "The participant or an organiser cancelled it."),
         EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
         EventType("notification.failed", "1", NotificationDataV1, "A message could not be delivered."),
     ]

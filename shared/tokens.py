@@ -38,6 +38,11 @@ from shared.problems import Problem, status_title
 ISSUER = "labinov-registration"
 AUDIENCE = "labinov"
 ALGORITHM = "EdDSA"
+#: The longest a participant's link may live, in every verifier: registration issues them until 30 days after
+#: the session ends, never longer than this (``services.registration.rules.participant_token_lifetime``).
+PARTICIPANT_TOKEN_MAX_LIFETIME_SECONDS = 400 * 24 * 3600
+#: Roles whose tokens may live longer than ``LABINOV_TOKEN_LIFETIME_SECONDS``, and how long at most.
+DEFAULT_MAX_LIFETIME_BY_ROLE: Mapping[str, int] = {"participant": PARTICIPANT_TOKEN_MAX_LIFETIME_SECONDS}
 _PRIVATE_KEY_FILE = "jwt-private.pem"
 _PUBLIC_KEY_FILE = "jwt-public.pem"
 
@@ -149,7 +154,8 @@ class TokenIssuer:
         self.kid = _key_id(self._public_pem)
         self.lifetime_seconds = lifetime_seconds
 
-    def issue(self, principal: Principal) -> str:
+    def issue(self, principal: Principal, lifetime_seconds: int | None = None) -> str:
+        """A signed token for ``principal``, living ``lifetime_seconds`` (default: the issuer's lifetime)."""
         now = int(time.time())
         claims = {
             "iss": ISSUER,
@@ -159,7 +165,7 @@ class TokenIssuer:
             "role": principal.role,
             "name": principal.name,
             "iat": now,
-            "exp": now + self.lifetime_seconds,
+            "exp": now + (self.lifetime_seconds if lifetime_seconds is None else lifetime_seconds),
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
@@ -173,7 +179,8 @@ class TokenIssuer:
 class TokenVerifier:
     """Checks signature, audience, issuer, expiry and the lifetime bound of a token (see the module doc).
 
-    ``max_lifetime_seconds`` bounds every role; ``max_lifetime_by_role`` overrides it for the roles it names.
+    ``max_lifetime_seconds`` bounds every role; ``max_lifetime_by_role`` overrides it for the roles it names
+    (:meth:`from_settings` gives every service :data:`DEFAULT_MAX_LIFETIME_BY_ROLE` unless told otherwise).
     """
 
     def __init__(
@@ -202,6 +209,8 @@ class TokenVerifier:
             key_source = lambda token: _key_from_jwks(client, token)  # noqa: E731
         else:
             key_source = _PublicKeyFile(settings.keys_dir / _PUBLIC_KEY_FILE)
+        if max_lifetime_by_role is None:
+            max_lifetime_by_role = DEFAULT_MAX_LIFETIME_BY_ROLE
         return cls(key_source, settings.token_lifetime_seconds, max_lifetime_by_role)
 
     def max_lifetime_of(self, role: str) -> int:

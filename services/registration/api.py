@@ -4,43 +4,134 @@ Who commits: each view opens its unit of work and commits it once the domain ope
 (the domain never commits); sign-in hands the domain the unit-of-work factory, because it commits the
 counted attempt before checking the password.
 
-Who may call what:
-- ``POST /auth/token``, ``GET /auth/jwks.json``, ``GET /sessions``, ``GET /sessions/{id}``,
-  ``POST /sessions/{id}/registrations`` — anyone (the public registers without an account);
-- ``POST /sessions`` — organisers;
-- ``GET /registrations/{id}`` — organisers.
+Who may call what (``@public`` / ``@requires`` on each view; what a participant's token opens is decided
+in ``rules.registration_access``):
+
+- anyone: ``POST /auth/token``, ``GET /auth/jwks.json``, ``GET /programmes``, ``GET /programmes/{id}``,
+  ``GET /sessions`` and ``GET /sessions/{id}`` (published and cancelled sessions; with an organiser's token
+  drafts too), ``POST /sessions/{id}/registrations``;
+- organisers: ``POST /programmes``; ``POST /sessions``, ``PATCH /sessions/{id}``, ``POST /sessions/{id}/publish``,
+  ``POST /sessions/{id}/cancel``; ``GET /sessions/{id}/registrations`` (+ ``/counts``, ``.csv``);
+  ``POST /registrations/{id}/move``;
+- organisers, or the participant with their registration's token: ``GET /registrations/{id}`` and
+  ``POST /registrations/{id}/cancel``. A participant token opens only its own registration: another
+  registration's id is **403** — refused before any lookup, so it answers alike whether that registration
+  exists or not (ids are random UUIDs, and a 403 tells an honest participant "this link is for another
+  registration" rather than pretending it vanished). A cancelled registration's token still reads that it
+  is cancelled (``id``, ``session_id``, ``status``, ``cancelled_at`` only) and opens nothing else (403).
+
+The participant's link (``manage_url`` in the 201 answer of a registration), which the pages serve:
+``<LABINOV_PUBLIC_URL>/registration/manage/<registration id>?token=<participant token>``
+(``domain.MANAGE_PATH``). The page reads the token from the query string and calls the two endpoints above
+with it as ``Authorization: Bearer``.
+
+Times in every answer are shown in the programme's time zone (``LABINOV_TIMEZONE``, WITA by default), by
+:func:`_shown` — the one place that converts them.
 """
 
 from __future__ import annotations
 
-from flask import current_app
+import csv
+import io
+from datetime import datetime
+from typing import Any
+
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
 from services.registration import domain
-from services.registration.rules import SeatCount
+from services.registration.rules import STAGES, Access, SeatCount
 from services.registration.schemas import (
     JwksSchema,
+    MoveSchema,
     ParticipantSchema,
+    ProgrammeCreateSchema,
+    ProgrammeSchema,
+    RegistrationCountsSchema,
+    RegistrationCreatedSchema,
+    RegistrationQuerySchema,
     RegistrationSchema,
+    SessionChangeSchema,
     SessionCreateSchema,
+    SessionQuerySchema,
     SessionSchema,
     TokenRequestSchema,
     TokenSchema,
 )
-from services.registration.tables import LabSession
-from shared.auth import current_principal, public, requires
+from services.registration.tables import LabSession, Programme, Registration
+from shared.auth import AuthError, Principal, current_principal, public, requires
 from shared.http import PageQuerySchema, client_address, runtime_of
 from shared.idempotency import idempotent
 
-blp = Blueprint("registration_api", __name__, description="Accounts, sessions and registrations")
+blp = Blueprint("registration_api", __name__, description="Accounts, programmes, sessions and registrations")
 
 
-def _session_view(lab_session: LabSession, seats: SeatCount) -> dict:
+def _shown(value: datetime | None) -> datetime | None:
+    """A stored (UTC) time as people read it: in the programme's time zone."""
+    return None if value is None else value.astimezone(runtime_of().settings.timezone)
+
+
+def _session_view(lab_session: LabSession, seats: SeatCount) -> dict[str, Any]:
+    plain = ("id", "title", "location", "capacity", "programme_id", "stage", "description", "online_url")
+    times = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
     return {
-        **{c: getattr(lab_session, c) for c in ("id", "title", "starts_at", "ends_at", "location", "capacity")},
+        **{name: getattr(lab_session, name) for name in plain},
+        **{name: _shown(getattr(lab_session, name)) for name in times},
+        "waitlist": lab_session.waitlist,
+        "state": lab_session.state,
+        "record": lab_session.record,
         "seats_available": seats.available,
         "confirmed_count": seats.confirmed,
+        "waitlisted_count": lab_session.waitlisted_count,
     }
+
+
+def _programme_view(programme: Programme) -> dict[str, Any]:
+    return {
+        "id": programme.id,
+        "name": programme.name,
+        "year": programme.year,
+        "opds": programme.opds,
+        "opd_quota": programme.opd_quota,
+        "stages": list(STAGES),
+        "created_at": _shown(programme.created_at),
+    }
+
+
+def _registration_view(registration: Registration, position: int | None, access: Access = Access.FULL) -> dict:
+    if access is Access.STATUS_ONLY:
+        return {
+            "id": registration.id,
+            "session_id": registration.session_id,
+            "status": registration.status,
+            "cancelled_at": _shown(registration.cancelled_at),
+        }
+    return {
+        **{
+            name: getattr(registration, name)
+            for name in ("id", "session_id", "status", "name", "nip", "email", "phone", "opd", "job_title", "language")
+        },
+        "position": position,
+        "created_at": _shown(registration.created_at),
+        "cancelled_at": _shown(registration.cancelled_at),
+    }
+
+
+def _caller() -> Principal:
+    principal = current_principal()
+    assert principal is not None  # @requires put it there
+    return principal
+
+
+def _optional_organiser() -> bool:
+    """Whether a public view is called with a valid organiser's token (it then shows drafts too)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    return current_app.extensions["labinov_verifier"].verify(token.strip()).role == "organiser"
+
+
+# --- accounts ------------------------------------------------------------------------------------------
 
 
 @blp.post("/auth/token")
@@ -70,15 +161,55 @@ def jwks():
     return current_app.extensions["labinov_issuer"].jwks()
 
 
+# --- programmes ----------------------------------------------------------------------------------------
+
+
+@blp.post("/programmes")
+@requires("organiser")
+@idempotent
+@blp.arguments(ProgrammeCreateSchema)
+@blp.response(201, ProgrammeSchema)
+def create_programme(fields):
+    """Start a programme: its agencies (OPD) and their seat quota per session."""
+    with runtime_of().unit_of_work() as uow:
+        programme = domain.create_programme(uow, fields, _caller())
+        uow.commit()
+    return _programme_view(programme)
+
+
+@blp.get("/programmes")
+@public
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, ProgrammeSchema(many=True))
+def list_programmes(page):
+    """Programmes, newest year first."""
+    with runtime_of().reading() as uow:
+        return [_programme_view(p) for p in domain.list_programmes(uow, page["limit"], page["offset"])]
+
+
+@blp.get("/programmes/<programme_id>")
+@public
+@blp.response(200, ProgrammeSchema)
+@blp.alt_response(404, description="No such programme")
+def get_programme(programme_id):
+    """One programme with its agencies and stages."""
+    with runtime_of().reading() as uow:
+        return _programme_view(domain.get_programme(uow, programme_id))
+
+
+# --- sessions ------------------------------------------------------------------------------------------
+
+
 @blp.post("/sessions")
 @requires("organiser")
 @idempotent
 @blp.arguments(SessionCreateSchema)
 @blp.response(201, SessionSchema)
+@blp.alt_response(422, description="A field breaks a rule (e.g. a start in the past without `record`)")
 def create_session(fields):
-    """Open a lab session."""
+    """Open a lab session (published at once unless `state` is `draft`)."""
     with runtime_of().unit_of_work() as uow:
-        lab_session = domain.create_session(uow, fields, current_principal())
+        lab_session = domain.create_session(uow, fields, _caller())
         answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
         uow.commit()
     return answer
@@ -86,43 +217,232 @@ def create_session(fields):
 
 @blp.get("/sessions")
 @public
-@blp.arguments(PageQuerySchema, location="query")
+@blp.arguments(SessionQuerySchema, location="query")
 @blp.response(200, SessionSchema(many=True))
-def list_sessions(page):
-    """Sessions, soonest first, with the seats left (`limit`/`offset` pages through them)."""
+@blp.alt_response(403, description="Only organisers may list sessions other than published ones")
+def list_sessions(query):
+    """Sessions, soonest first, with the seats left; filter by programme, stage, state and start."""
+    state = query.get("state", "published")
+    if state != "published" and not _optional_organiser():
+        raise AuthError(403, "Only organisers (with a token) may list draft or cancelled sessions.")
     with runtime_of().reading() as uow:
-        return [_session_view(*item) for item in domain.list_sessions(uow, page["limit"], page["offset"])]
+        found = domain.list_sessions(
+            uow,
+            query["limit"],
+            query["offset"],
+            states=(state,),
+            programme_id=query.get("programme_id"),
+            stage=query.get("stage"),
+            starts_from=query.get("starts_from"),
+            starts_before=query.get("starts_before"),
+        )
+        return [_session_view(*item) for item in found]
 
 
 @blp.get("/sessions/<session_id>")
 @public
 @blp.response(200, SessionSchema)
+@blp.alt_response(404, description="No such session (a draft is found only with an organiser's token)")
 def get_session(session_id):
     """One session with the seats left."""
     with runtime_of().reading() as uow:
         lab_session = domain.get_session(uow, session_id)
+        if lab_session.state == "draft" and not _optional_organiser():
+            raise domain.NotFound(f"There is no session {session_id}.")
         return _session_view(lab_session, domain.seat_count(uow, lab_session))
+
+
+@blp.patch("/sessions/<session_id>")
+@requires("organiser")
+@blp.arguments(SessionChangeSchema)
+@blp.response(200, SessionSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(409, description="The session is cancelled")
+@blp.alt_response(422, description="A field breaks a rule (e.g. capacity below the confirmed seats)")
+def change_session(changes, session_id):
+    """Change a session; a new time or place is told to registrants (`session.changed`), more seats promote."""
+    with runtime_of().unit_of_work() as uow:
+        lab_session, _promoted = domain.change_session(uow, session_id, changes)
+        answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
+        uow.commit()
+    return answer
+
+
+@blp.post("/sessions/<session_id>/publish")
+@requires("organiser")
+@blp.response(200, SessionSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(409, description="The session is not a draft")
+def publish_session(session_id):
+    """Publish a draft session: it takes registrations (`session.published`)."""
+    with runtime_of().unit_of_work() as uow:
+        lab_session = domain.publish_session(uow, session_id)
+        answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
+        uow.commit()
+    return answer
+
+
+@blp.post("/sessions/<session_id>/cancel")
+@requires("organiser")
+@blp.response(200, SessionSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(409, description="The session is already cancelled")
+def cancel_session(session_id):
+    """Cancel a session (`session.cancelled`): it takes no more registrations."""
+    with runtime_of().unit_of_work() as uow:
+        lab_session = domain.cancel_session(uow, session_id)
+        answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
+        uow.commit()
+    return answer
+
+
+# --- registrations -------------------------------------------------------------------------------------
 
 
 @blp.post("/sessions/<session_id>/registrations")
 @public
 @idempotent
 @blp.arguments(ParticipantSchema)
-@blp.response(201, RegistrationSchema)
+@blp.response(201, RegistrationCreatedSchema)
 @blp.alt_response(404, description="No such session")
-@blp.alt_response(409, description="This NIP is already registered for the session")
+@blp.alt_response(
+    409,
+    description="This NIP is already registered for the session; the session is full without a waiting "
+    "list; or it takes no registrations now (draft, cancelled, outside its window, started)",
+)
+@blp.alt_response(422, description="A field breaks a rule, naming it (e.g. an `opd` not of the programme)")
 def register(participant, session_id):
-    """Register for a session: `confirmed` while seats remain, `waitlisted` after."""
-    with runtime_of().unit_of_work() as uow:
+    """Register for a session: `confirmed` while seats remain (also in the agency's quota), else `waitlisted`
+    with a `position`; the answer carries the participant's token and link."""
+    runtime = runtime_of()
+    with runtime.unit_of_work() as uow:
         registration = domain.register_participant(uow, session_id, participant)
-        uow.commit()  # at once: it releases the lab session's row lock (see domain's module docstring)
-    return registration
+        uow.commit()  # at once: it releases the session row's lock (see domain's module docstring)
+        ends_at = registration.session.ends_at
+    token = domain.participant_token(current_app.extensions["labinov_issuer"], registration, ends_at)
+    return {
+        **_registration_view(registration, registration.waitlist_position),
+        "manage_token": token,
+        "manage_url": domain.manage_url(runtime.settings.public_url, registration.id, token),
+    }
 
 
 @blp.get("/registrations/<registration_id>")
-@requires("organiser")
+@requires("organiser", "participant")
 @blp.response(200, RegistrationSchema)
+@blp.alt_response(403, description="A participant token of another registration")
+@blp.alt_response(404, description="No such registration")
 def get_registration(registration_id):
-    """One registration."""
+    """One registration, with its waiting-list `position`: any for organisers, their own for participants."""
     with runtime_of().reading() as uow:
-        return domain.get_registration(uow, registration_id)
+        registration, access = domain.read_registration(uow, registration_id, _caller())
+        return _registration_view(registration, registration.waitlist_position, access)
+
+
+@blp.post("/registrations/<registration_id>/cancel")
+@requires("organiser", "participant")
+@idempotent
+@blp.response(200, RegistrationSchema)
+@blp.alt_response(403, description="A participant token of another registration, or of a cancelled one")
+@blp.alt_response(404, description="No such registration")
+@blp.alt_response(409, description="Already cancelled")
+def cancel_registration(registration_id):
+    """Cancel a registration; a freed seat goes at once to the first waiting registrant who fits."""
+    with runtime_of().unit_of_work() as uow:
+        registration, _promoted = domain.cancel_registration(uow, registration_id, _caller())
+        uow.commit()
+    return _registration_view(registration, None)
+
+
+@blp.post("/registrations/<registration_id>/move")
+@requires("organiser")
+@blp.arguments(MoveSchema)
+@blp.response(200, RegistrationSchema)
+@blp.alt_response(404, description="No such registration or session")
+@blp.alt_response(409, description="The target session takes no registration, or has this NIP already")
+@blp.alt_response(422, description="The registrant's agency is not one of the target programme's")
+def move_registration(target, registration_id):
+    """Move a registration to another session (same id and link); its old seat goes to the waiting list."""
+    with runtime_of().unit_of_work() as uow:
+        registration, _promoted = domain.move_registration(uow, registration_id, target["session_id"])
+        uow.commit()
+    return _registration_view(registration, registration.waitlist_position)
+
+
+@blp.get("/sessions/<session_id>/registrations")
+@requires("organiser")
+@blp.arguments(RegistrationQuerySchema, location="query")
+@blp.response(200, RegistrationSchema(many=True))
+@blp.alt_response(404, description="No such session")
+def list_registrations(query, session_id):
+    """A session's registrations: confirmed, then the waiting list in order, then cancelled; filter by
+    `status`, `opd`, and search name, NIP or e-mail with `q`."""
+    with runtime_of().reading() as uow:
+        found = domain.list_registrations(
+            uow,
+            session_id,
+            status=query.get("status"),
+            opd=query.get("opd"),
+            search=query.get("q"),
+            limit=query["limit"],
+            offset=query["offset"],
+        )
+        return [_registration_view(registration, place) for registration, place in found]
+
+
+@blp.get("/sessions/<session_id>/registrations/counts")
+@requires("organiser")
+@blp.response(200, RegistrationCountsSchema)
+@blp.alt_response(404, description="No such session")
+def registration_counts(session_id):
+    """How many registrations the session has, per status and per agency."""
+    with runtime_of().reading() as uow:
+        return domain.registration_counts(uow, session_id)
+
+
+#: The CSV's columns, in order.
+CSV_COLUMNS = (
+    "id",
+    "status",
+    "position",
+    "name",
+    "nip",
+    "email",
+    "phone",
+    "opd",
+    "job_title",
+    "language",
+    "created_at",
+)
+#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralised(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+@blp.get("/sessions/<session_id>/registrations.csv")
+@requires("organiser")
+@blp.response(200, content_type="text/csv", description="UTF-8 with a BOM; formula-like cells start with '")
+@blp.alt_response(404, description="No such session")
+def registrations_csv(session_id):
+    """Every registration of the session as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    offset, page = 0, 1000
+    with runtime_of().reading() as uow:
+        while rows := domain.list_registrations(uow, session_id, limit=page, offset=offset):
+            for registration, place in rows:
+                view = _registration_view(registration, place)
+                view["created_at"] = view["created_at"].isoformat()
+                writer.writerow([_neutralised(view[column]) for column in CSV_COLUMNS])
+            offset += page
+    return Response(
+        out.getvalue().encode("utf-8"),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="registrations-{session_id[:36]}.csv"'},
+    )

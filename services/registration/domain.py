@@ -1,23 +1,52 @@
-"""Registration's domain operations: accounts, lab sessions and registrations (the imperative shell).
+"""Registration's domain operations: accounts, programmes, lab sessions, registrations (the imperative shell).
 
-Views and commands are thin adapters around these functions. Each operation loads the state it needs,
-asks the pure decision in :mod:`services.registration.rules` (seat, sign-in throttle, participant data),
-and writes the outcome and the events it causes into the caller's unit of work.
+Views, pages and commands are thin adapters around these functions: plain arguments in, the stored objects
+out. Each operation loads the state it needs, asks the pure decisions in :mod:`services.registration.rules`
+(admission, seat, promotion, who may do what, sign-in throttle, participant data), and writes the outcome
+and the events it causes into the caller's unit of work.
 
 Who commits: whoever opens the unit of work — the view or the command. An operation that receives a
 ``uow`` only adds to it (it may flush, to learn ids or meet a unique constraint) and never commits.
 :func:`authenticate` needs transactions of its own (the attempt is committed before the password check)
 and so takes a unit-of-work factory instead, committing each transaction itself.
 
-Capacity under a registration rush (the invariant: confirmed registrations never exceed capacity):
-:func:`register_participant` first locks the lab session's row (``SELECT ... FOR UPDATE`` on PostgreSQL;
-on SQLite the transaction already holds the database write lock from ``BEGIN IMMEDIATE``). The lock is held
-until the caller commits, so every registration for one session runs its "count confirmed, decide, insert"
-one after another, while registrations for other sessions proceed in parallel — which is why the caller
-commits straight after the operation returns and does nothing slow in between. Lock order is always lab
-session row → registration rows, so two operations can never deadlock. The decision itself
-(:func:`rules.decide_seat`) sees only the count read under the lock. The same NIP twice for one session is
-refused by a unique constraint, which also holds when two identical requests race.
+Seats under a registration rush
+-------------------------------
+The invariants: confirmed ≤ capacity; each OPD's confirmed ≤ the programme's quota; the waiting list is
+first come, first served with places 1..n; nothing a caller was told is lost. The design, for speed as much
+as for safety (every registration for one session passes through one lock, so what happens while it is
+held *is* the rush's throughput):
+
+1. **The session row is the lock, and its counters are the state.** ``lab_sessions`` carries
+   ``confirmed_count``, ``waitlisted_count`` and ``waitlist_sequence``. :func:`register_participant` starts
+   with one statement that locks and reads the row — ``SELECT … FOR NO KEY UPDATE OF lab_sessions`` on
+   PostgreSQL (joined with the programme for its agencies and quota); on SQLite ``BEGIN IMMEDIATE`` already
+   holds the database write lock. ``NO KEY UPDATE`` rather than ``UPDATE``: it does not conflict with the
+   ``KEY SHARE`` lock each registration's foreign key takes, so readers and inserts elsewhere never queue.
+2. **Decide on what the lock read** (:func:`rules.registration_refusal`, :func:`rules.opd_problem`,
+   :func:`rules.decide_seat`) — pure Python, microseconds, no statement.
+3. **Write**: the changed counters, the registration and its outbox row, flushed together; then the caller
+   commits at once, which releases the lock. Nothing under the lock grows with the session: no
+   ``count(*)`` (the counters replace it), no duplicate-NIP ``SELECT`` (the unique constraint
+   ``(session_id, nip)`` refuses the second insert and the whole transaction, counters included, rolls
+   back), and the new waiting place is ``waitlisted_count`` itself.
+4. **Per-OPD quota**: only when the programme sets one, the ``opd_seats`` row of (session, OPD) is read and
+   created in the same statement (an upsert ``RETURNING``), after the session row. Every writer of it holds
+   the session row's lock first, so it needs no lock of its own to be exact.
+5. **The waiting list never renumbers.** A waiting registration keeps the ``waitlist_sequence`` it drew
+   (monotonic per session); its shown place is its rank among the session's registrations still waiting
+   (index ``(session_id, status, waitlist_sequence)``), so places are gap-free by construction and a
+   cancellation or promotion touches only its own row.
+6. **Cancelling a confirmed seat promotes in the same transaction**: under the session row's lock the seat
+   is given back (counters down) and :func:`rules.choose_promotion` picks the earliest waiting registrant
+   whose agency still has room; each promotion writes ``registration.promoted`` beside the change.
+
+**Lock order**, everywhere: session row(s) → OPD counter rows → registration rows. An operation on two
+sessions (moving a registration) locks both session rows in id order. So no two operations can deadlock.
+The row lock guards every registration and counter of its session: no operation changes them without it.
+
+Only the session's state is re-read under the lock; a window time changed by an organiser while a
+registration is in flight applies from the next registration on.
 """
 
 from __future__ import annotations
@@ -29,26 +58,31 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import case, delete, func, literal, select, update
+from sqlalchemy import case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.registration import rules
 from services.registration.rules import (
     ACCOUNT_ROLES,
     SIGN_IN_WINDOW,
+    Access,
     AttemptWindow,
+    RegistrationAction,
     SeatCount,
+    SeatOutcome,
     SeatRequest,
+    SessionWindow,
     ThrottleScope,
+    Waiting,
     client_key,
     decide_seat,
     normalise_email,
 )
-from services.registration.tables import Account, LabSession, LoginAttempts, Registration
+from services.registration.tables import Account, LabSession, LoginAttempts, OpdSeats, Programme, Registration
 from shared.clock import UTCDateTime
-from shared.db import UnitOfWork, insert_or_update
+from shared.db import UnitOfWork, insert_or_update, new_id
 from shared.errors import Conflict, DomainError, NotFound, RuleViolation
-from shared.tokens import Principal
+from shared.tokens import Principal, TokenIssuer
 
 _password_hasher = PasswordHasher()
 
@@ -192,26 +226,105 @@ class TooManyAttempts(DomainError):
         self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
+# --- programmes ----------------------------------------------------------------------------------------
+
+
+def create_programme(uow: UnitOfWork, fields: dict[str, Any], organiser: Principal) -> Programme:
+    """Add a programme (its agencies and their seat quota per session); the caller commits."""
+    opds = list(dict.fromkeys(name.strip() for name in fields["opds"]))  # one entry per agency, in order
+    programme = Programme(
+        id=new_id(),
+        name=fields["name"],
+        year=fields["year"],
+        opds=opds,
+        opd_quota=fields.get("opd_quota"),
+        created_by=organiser.account_id,
+        created_at=datetime.now(UTC),
+    )
+    uow.session.add(programme)
+    uow.flush()
+    return programme
+
+
+def get_programme(uow: UnitOfWork, programme_id: str) -> Programme:
+    programme = uow.session.get(Programme, programme_id)
+    if programme is None:
+        raise NotFound(f"There is no programme {programme_id}.")
+    return programme
+
+
+def list_programmes(uow: UnitOfWork, limit: int = 100, offset: int = 0) -> list[Programme]:
+    """Programmes, newest year first."""
+    query = select(Programme).order_by(Programme.year.desc(), Programme.name, Programme.id)
+    return list(uow.session.scalars(query.limit(limit).offset(offset)))
+
+
 # --- lab sessions --------------------------------------------------------------------------------------
+
+
+class NotAllowed(DomainError):
+    """A caller with a valid token asked for something its token does not open (a participant's link)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
 
 
 def session_event_data(lab_session: LabSession) -> dict[str, Any]:
     return {
         "session_id": lab_session.id,
-        "programme_id": None,
+        "programme_id": lab_session.programme_id,
         "title": lab_session.title,
         "starts_at": lab_session.starts_at,
         "ends_at": lab_session.ends_at,
         "location": lab_session.location,
         "capacity": lab_session.capacity,
+        "stage": lab_session.stage,
+        "online_url": lab_session.online_url,
+        "state": lab_session.state,
     }
 
 
-def create_session(uow: UnitOfWork, fields: dict[str, Any], organiser: Principal) -> LabSession:
-    """Add a lab session and its ``session.created`` event to ``uow``; the caller commits."""
+def _check_session_times(fields: dict[str, Any], now: datetime) -> None:
+    """The rules a session's times keep, whether it is created or changed (422 naming the field)."""
     if fields["ends_at"] <= fields["starts_at"]:
         raise RuleViolation("The session must end after it starts.", {"ends_at": ["Must be after starts_at."]})
-    lab_session = LabSession(**fields, created_by=organiser.account_id, created_at=datetime.now(UTC))
+    if fields["starts_at"] <= now and not fields.get("record"):
+        raise RuleViolation(
+            "The session starts in the past; mark it as a record of a session that happened (record: true).",
+            {"starts_at": ["Is in the past (set record to true for a session that already happened)."]},
+        )
+    opens, closes = fields.get("registration_opens_at"), fields.get("registration_closes_at")
+    if opens is not None and closes is not None and closes <= opens:
+        raise RuleViolation(
+            "Registration must close after it opens.",
+            {"registration_closes_at": ["Must be after registration_opens_at."]},
+        )
+
+
+def create_session(
+    uow: UnitOfWork, fields: dict[str, Any], organiser: Principal, now: datetime | None = None
+) -> LabSession:
+    """Add a lab session and its ``session.created`` event to ``uow``; the caller commits.
+
+    Only the foundation's five fields (title, times, place, capacity) make a published session without a
+    window and with a waiting list, as before. A session in the past is refused unless it is a ``record``.
+    """
+    now = now or datetime.now(UTC)
+    _check_session_times(fields, now)
+    if fields.get("programme_id") is not None and uow.session.get(Programme, fields["programme_id"]) is None:
+        raise RuleViolation(
+            f"There is no programme {fields['programme_id']}.", {"programme_id": ["No such programme."]}
+        )
+    lab_session = LabSession(
+        id=new_id(),
+        **{"waitlist": True, "state": "published", "record": False, **fields},
+        confirmed_count=0,
+        waitlisted_count=0,
+        waitlist_sequence=0,
+        created_by=organiser.account_id,
+        created_at=datetime.now(UTC),
+    )
     uow.session.add(lab_session)
     uow.flush()
     uow.publish("session.created", session_event_data(lab_session), subject=lab_session.id)
@@ -220,49 +333,138 @@ def create_session(uow: UnitOfWork, fields: dict[str, Any], organiser: Principal
 
 def get_session(uow: UnitOfWork, session_id: str, lock: bool = False) -> LabSession:
     """The lab session ``session_id``; ``lock`` holds its row until the unit of work ends (see the module doc)."""
-    query = select(LabSession).where(LabSession.id == session_id)
-    if lock:
-        query = query.with_for_update()
-    lab_session = uow.session.scalar(query)
-    if lab_session is None:
-        raise NotFound(f"There is no session {session_id}.")
-    return lab_session
+    return _load_session(uow, session_id, lock)[0]
 
 
-def list_sessions(uow: UnitOfWork, limit: int = 100, offset: int = 0) -> list[tuple[LabSession, SeatCount]]:
-    """Lab sessions, soonest first, each with its seats — in one query, however many there are."""
-    confirmed = (
-        select(Registration.session_id, func.count().label("confirmed"))
-        .where(Registration.status == "confirmed")
-        .group_by(Registration.session_id)
-        .subquery()
+def _load_session(uow: UnitOfWork, session_id: str, lock: bool = False) -> tuple[LabSession, Programme | None]:
+    """The session and its programme in one statement; ``lock`` takes the session row's lock (step 1)."""
+    query = (
+        select(LabSession, Programme)
+        .outerjoin(Programme, Programme.id == LabSession.programme_id)
+        .where(LabSession.id == session_id)
+        .execution_options(populate_existing=True)
     )
-    rows = uow.session.execute(
-        select(LabSession, func.coalesce(confirmed.c.confirmed, 0))
-        .outerjoin(confirmed, confirmed.c.session_id == LabSession.id)
-        .order_by(LabSession.starts_at, LabSession.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return [(lab_session, SeatCount(lab_session.capacity, int(count))) for lab_session, count in rows]
+    if lock:
+        query = query.with_for_update(of=LabSession, key_share=True)  # FOR NO KEY UPDATE OF lab_sessions
+    row = uow.session.execute(query).first()
+    if row is None:
+        raise NotFound(f"There is no session {session_id}.")
+    return row[0], row[1]
+
+
+def list_sessions(
+    uow: UnitOfWork,
+    limit: int = 100,
+    offset: int = 0,
+    *,
+    states: tuple[str, ...] = ("published",),
+    programme_id: str | None = None,
+    stage: str | None = None,
+    starts_from: datetime | None = None,
+    starts_before: datetime | None = None,
+) -> list[tuple[LabSession, SeatCount]]:
+    """Lab sessions in the given states (published ones by default), soonest first, each with its seats."""
+    query = select(LabSession).where(LabSession.state.in_(states))
+    if programme_id is not None:
+        query = query.where(LabSession.programme_id == programme_id)
+    if stage is not None:
+        query = query.where(LabSession.stage == stage)
+    if starts_from is not None:
+        query = query.where(LabSession.starts_at >= starts_from)
+    if starts_before is not None:
+        query = query.where(LabSession.starts_at < starts_before)
+    rows = uow.session.scalars(query.order_by(LabSession.starts_at, LabSession.id).limit(limit).offset(offset))
+    return [(lab_session, seat_count(uow, lab_session)) for lab_session in rows]
 
 
 def seat_count(uow: UnitOfWork, lab_session: LabSession) -> SeatCount:
-    confirmed = uow.session.scalar(
-        select(func.count())
-        .select_from(Registration)
-        .where(Registration.session_id == lab_session.id, Registration.status == "confirmed")
+    """The session's seats, from its counter (no query: the counter is exact, see the module docstring)."""
+    return SeatCount(lab_session.capacity, lab_session.confirmed_count)
+
+
+def publish_session(uow: UnitOfWork, session_id: str) -> LabSession:
+    """A draft session becomes published (it takes registrations) with ``session.published``."""
+    lab_session = get_session(uow, session_id, lock=True)
+    if lab_session.state != "draft":
+        raise Conflict(f"Only a draft session can be published; this one is {lab_session.state}.")
+    lab_session.state = "published"
+    uow.flush()
+    uow.publish("session.published", session_event_data(lab_session), subject=lab_session.id)
+    return lab_session
+
+
+def cancel_session(uow: UnitOfWork, session_id: str) -> LabSession:
+    """Cancel a session with ``session.cancelled`` (registrations stay as they are, for the record)."""
+    lab_session = get_session(uow, session_id, lock=True)
+    if lab_session.state == "cancelled":
+        raise Conflict("The session is already cancelled.")
+    lab_session.state = "cancelled"
+    uow.flush()
+    uow.publish("session.cancelled", session_event_data(lab_session), subject=lab_session.id)
+    return lab_session
+
+
+def change_session(
+    uow: UnitOfWork, session_id: str, changes: dict[str, Any], now: datetime | None = None
+) -> tuple[LabSession, list[Registration]]:
+    """Change a session's fields; returns it and the registrants promoted by a larger capacity.
+
+    A change of time or place is told to registrants with ``session.changed`` (old and new values). The
+    capacity cannot go below the seats already confirmed; raising it promotes from the waiting list.
+    """
+    now = now or datetime.now(UTC)
+    lab_session, programme = _load_session(uow, session_id, lock=True)
+    if lab_session.state == "cancelled":
+        raise Conflict("A cancelled session cannot be changed.")
+    before = {name: getattr(lab_session, name) for name in rules.NOTABLE_FIELDS}
+    merged = {
+        **{name: getattr(lab_session, name) for name in ("starts_at", "ends_at", "record")},
+        "registration_opens_at": lab_session.registration_opens_at,
+        "registration_closes_at": lab_session.registration_closes_at,
+        **changes,
+    }
+    if (
+        "starts_at" in changes
+        or "ends_at" in changes
+        or "registration_opens_at" in changes
+        or ("registration_closes_at" in changes)
+    ):
+        _check_session_times(merged, now)
+    if changes.get("capacity", lab_session.capacity) < lab_session.confirmed_count:
+        raise RuleViolation(
+            f"{lab_session.confirmed_count} seats are already confirmed.",
+            {"capacity": [f"Cannot be below the {lab_session.confirmed_count} seats already confirmed."]},
+        )
+    for name, value in changes.items():
+        setattr(lab_session, name, value)
+    promoted = _fill_free_seats(uow, lab_session, programme, now)
+    uow.flush()
+    notable = rules.notable_changes(before, changes)
+    if notable:
+        uow.publish("session.changed", {**session_event_data(lab_session), "changes": notable}, subject=lab_session.id)
+    _publish_promotions(uow, lab_session, promoted)
+    return lab_session, promoted
+
+
+def _window(lab_session: LabSession) -> SessionWindow:
+    return SessionWindow(
+        lab_session.state,
+        lab_session.starts_at,
+        lab_session.registration_opens_at,
+        lab_session.registration_closes_at,
     )
-    return SeatCount(lab_session.capacity, int(confirmed or 0))
 
 
 # --- registrations -------------------------------------------------------------------------------------
 
 
-def registration_event_data(registration: Registration, lab_session: LabSession) -> dict[str, Any]:
+def registration_event_data(
+    registration: Registration, lab_session: LabSession, waitlist_position: int | None = None
+) -> dict[str, Any]:
     return {
         "registration_id": registration.id,
         "session_id": lab_session.id,
+        "programme_id": lab_session.programme_id,
         "session_title": lab_session.title,
         "session_starts_at": lab_session.starts_at,
         "session_location": lab_session.location,
@@ -272,33 +474,100 @@ def registration_event_data(registration: Registration, lab_session: LabSession)
         "email": registration.email,
         "phone": registration.phone,
         "opd": registration.opd,
-        "position": registration.position,
+        "position": registration.job_title,  # the job title in version 1 (see shared.events)
+        "job_title": registration.job_title,
+        "waitlist_position": waitlist_position if registration.status == "waitlisted" else None,
+        "language": registration.language,
     }
 
 
-def register_participant(uow: UnitOfWork, session_id: str, participant: dict[str, Any]) -> Registration:
-    """Register a participant: ``confirmed`` while seats remain, else ``waitlisted`` (:func:`rules.decide_seat`).
+def register_participant(
+    uow: UnitOfWork, session_id: str, participant: dict[str, Any], now: datetime | None = None
+) -> Registration:
+    """Register a participant: ``confirmed`` while the session and their agency have seats, else
+    ``waitlisted`` (or 409 when the session keeps no waiting list).
 
     Adds the registration and its ``registration.confirmed`` or ``registration.waitlisted`` event to
-    ``uow``, holding the lab session's row lock; the caller commits at once. See the module docstring for
-    why capacity holds under concurrent requests.
+    ``uow``, holding the session row's lock; the caller commits at once (the module docstring says why this
+    holds under any concurrency, and why it is fast). The returned registration carries its place on the
+    waiting list as ``waitlist_position`` (``None`` when confirmed).
     """
-    lab_session = get_session(uow, session_id, lock=True)
-    duplicate = uow.session.scalar(
-        select(Registration.id).where(Registration.session_id == lab_session.id, Registration.nip == participant["nip"])
+    now = now or datetime.now(UTC)
+    lab_session, programme = _load_session(uow, session_id, lock=True)
+    refusal = rules.registration_refusal(_window(lab_session), now)
+    if refusal:
+        raise RegistrationClosed(refusal)
+    problem = rules.opd_problem(participant["opd"], programme.opds if programme else None)
+    if problem:
+        raise RuleViolation(problem, {"opd": [problem]})
+    quota = programme.opd_quota if programme else None
+    opd_confirmed = _read_opd_seats(uow, lab_session.id, participant["opd"]) if quota is not None else 0
+    outcome = decide_seat(
+        SeatRequest(lab_session.capacity, lab_session.confirmed_count, quota, opd_confirmed, lab_session.waitlist)
     )
-    if duplicate:
-        raise _duplicate(participant["nip"])
-    seats = seat_count(uow, lab_session)
-    status = decide_seat(SeatRequest(capacity=seats.capacity, confirmed=seats.confirmed)).value
-    registration = Registration(session_id=lab_session.id, status=status, created_at=datetime.now(UTC), **participant)
+    if outcome is SeatOutcome.REFUSED:
+        raise Conflict("The session is full and keeps no waiting list.")
+    registration = Registration(
+        id=new_id(),
+        session_id=lab_session.id,
+        name=participant["name"],
+        nip=participant["nip"],
+        email=participant["email"],
+        phone=participant["phone"],
+        opd=participant["opd"],
+        job_title=participant.get("job_title"),
+        language=participant.get("language") or "id",
+        status=outcome.value,
+        created_at=now,
+    )
+    position = None
+    if outcome is SeatOutcome.CONFIRMED:
+        lab_session.confirmed_count += 1
+        if quota is not None:
+            _add_to_opd_seats(uow, lab_session.id, registration.opd, +1)
+    else:
+        lab_session.waitlist_sequence += 1
+        lab_session.waitlisted_count += 1
+        registration.waitlist_sequence = lab_session.waitlist_sequence
+        position = lab_session.waitlisted_count  # the newest sequence ranks last among those waiting
     uow.session.add(registration)
     try:
         uow.flush()
     except IntegrityError:
         raise _duplicate(participant["nip"]) from None
-    uow.publish(f"registration.{status}", registration_event_data(registration, lab_session), subject=registration.id)
+    uow.publish(
+        f"registration.{outcome.value}",
+        registration_event_data(registration, lab_session, position),
+        subject=registration.id,
+    )
+    registration.waitlist_position = position  # type: ignore[attr-defined]
     return registration
+
+
+class RegistrationClosed(Conflict):
+    slug = "registration-closed"
+
+
+def _read_opd_seats(uow: UnitOfWork, session_id: str, opd: str) -> int:
+    """The agency's confirmed seats in the session, creating its counter row if it has none (step 4)."""
+    table = OpdSeats.__table__
+    statement = (
+        insert_or_update(uow.session, table)
+        .values(session_id=session_id, opd=opd, confirmed=0)
+        .on_conflict_do_update(index_elements=["session_id", "opd"], set_={"confirmed": table.c.confirmed})
+        .returning(table.c.confirmed)
+    )
+    return int(uow.session.execute(statement).scalar_one())
+
+
+def _add_to_opd_seats(uow: UnitOfWork, session_id: str, opd: str, change: int) -> None:
+    table = OpdSeats.__table__
+    statement = (
+        insert_or_update(uow.session, table)
+        .values(session_id=session_id, opd=opd, confirmed=max(change, 0))
+        .on_conflict_do_update(index_elements=["session_id", "opd"], set_={"confirmed": table.c.confirmed + change})
+    )
+    uow.session.execute(statement)
 
 
 def _duplicate(nip: str) -> Conflict:
@@ -312,3 +581,293 @@ def get_registration(uow: UnitOfWork, registration_id: str) -> Registration:
     if registration is None:
         raise NotFound(f"There is no registration {registration_id}.")
     return registration
+
+
+def waitlist_position(uow: UnitOfWork, registration: Registration) -> int | None:
+    """The registration's place on the waiting list (1 = next), or ``None`` if it is not waiting."""
+    if registration.status != "waitlisted":
+        return None
+    ahead_or_self = uow.session.scalar(
+        select(func.count())
+        .select_from(Registration)
+        .where(
+            Registration.session_id == registration.session_id,
+            Registration.status == "waitlisted",
+            Registration.waitlist_sequence <= registration.waitlist_sequence,
+        )
+    )
+    return int(ahead_or_self or 0)
+
+
+def read_registration(uow: UnitOfWork, registration_id: str, caller: Principal) -> tuple[Registration, Access]:
+    """The registration as ``caller`` may see it: :attr:`Access.FULL`, or :attr:`Access.STATUS_ONLY` for a
+    participant whose registration is cancelled. Another registration's link is refused before any lookup."""
+    _allow(caller, registration_id, None, RegistrationAction.READ)
+    registration = get_registration(uow, registration_id)
+    access = _allow(caller, registration_id, registration.status, RegistrationAction.READ)
+    registration.waitlist_position = waitlist_position(uow, registration)  # type: ignore[attr-defined]
+    return registration, access
+
+
+def _allow(caller: Principal, registration_id: str, status: str | None, action: RegistrationAction) -> Access:
+    access, reason = rules.registration_access(caller.role, caller.account_id, registration_id, status, action)
+    if access is Access.FORBIDDEN:
+        raise NotAllowed(reason or "Not allowed.")
+    return access
+
+
+def cancel_registration(
+    uow: UnitOfWork, registration_id: str, caller: Principal, now: datetime | None = None
+) -> tuple[Registration, list[Registration]]:
+    """Cancel a registration (its participant, or an organiser); returns it and whoever was promoted.
+
+    Under the session row's lock: the seat or waiting place is given back, and a freed seat goes at once to
+    the first waiting registrant who fits (:func:`rules.choose_promotion`), with ``registration.cancelled``
+    and ``registration.promoted`` in the same transaction. A cancelled registration cannot be cancelled
+    again (409; its participant's link is refused with 403, see :func:`rules.registration_access`).
+    """
+    now = now or datetime.now(UTC)
+    _allow(caller, registration_id, None, RegistrationAction.CANCEL)
+    session_id = get_registration(uow, registration_id).session_id
+    lab_session, programme = _load_session(uow, session_id, lock=True)
+    registration = uow.session.scalars(
+        select(Registration).where(Registration.id == registration_id).execution_options(populate_existing=True)
+    ).one()  # read again under the lock: a concurrent cancel may have won
+    _allow(caller, registration_id, registration.status, RegistrationAction.CANCEL)
+    if registration.status == "cancelled":
+        raise Conflict("The registration is already cancelled.")
+    _give_back_place(uow, lab_session, programme, registration)
+    registration.status = "cancelled"
+    registration.cancelled_at = now
+    uow.flush()
+    promoted = _fill_free_seats(uow, lab_session, programme, now)
+    uow.flush()
+    uow.publish("registration.cancelled", registration_event_data(registration, lab_session), subject=registration.id)
+    _publish_promotions(uow, lab_session, promoted)
+    registration.waitlist_position = None  # type: ignore[attr-defined]
+    return registration, promoted
+
+
+def move_registration(
+    uow: UnitOfWork, registration_id: str, target_session_id: str, now: datetime | None = None
+) -> tuple[Registration, list[Registration]]:
+    """An organiser moves a registration to another session: it leaves its place in the first (which may
+    promote someone there) and takes a seat or a waiting place in the second by the same seat rule, keeping
+    its id (the participant's link keeps working). Emits the new ``registration.confirmed``/``.waitlisted``.
+
+    Both session rows are locked in id order (the module's lock order), so two moves never deadlock.
+    """
+    now = now or datetime.now(UTC)
+    registration = get_registration(uow, registration_id)
+    source_id = registration.session_id
+    if source_id == target_session_id:
+        raise Conflict("The registration is already in that session.")
+    locked = {sid: _load_session(uow, sid, lock=True) for sid in sorted((source_id, target_session_id))}
+    (source, source_programme), (target, target_programme) = locked[source_id], locked[target_session_id]
+    registration = uow.session.scalars(
+        select(Registration).where(Registration.id == registration_id).execution_options(populate_existing=True)
+    ).one()
+    if registration.status == "cancelled":
+        raise Conflict("A cancelled registration cannot be moved.")
+    if registration.session_id != source_id:
+        raise Conflict("The registration was moved meanwhile; try again.")
+    refusal = rules.registration_refusal(_window(target), now)
+    if refusal:
+        raise RegistrationClosed(refusal)
+    problem = rules.opd_problem(registration.opd, target_programme.opds if target_programme else None)
+    if problem:
+        raise RuleViolation(problem, {"opd": [problem]})
+    quota = target_programme.opd_quota if target_programme else None
+    opd_confirmed = _read_opd_seats(uow, target.id, registration.opd) if quota is not None else 0
+    outcome = decide_seat(SeatRequest(target.capacity, target.confirmed_count, quota, opd_confirmed, target.waitlist))
+    if outcome is SeatOutcome.REFUSED:
+        raise Conflict("The target session is full and keeps no waiting list.")
+    _give_back_place(uow, source, source_programme, registration)
+    registration.session_id = target.id
+    registration.status = outcome.value
+    position = None
+    if outcome is SeatOutcome.CONFIRMED:
+        target.confirmed_count += 1
+        registration.waitlist_sequence = None
+        if quota is not None:
+            _add_to_opd_seats(uow, target.id, registration.opd, +1)
+    else:
+        target.waitlist_sequence += 1
+        target.waitlisted_count += 1
+        registration.waitlist_sequence = target.waitlist_sequence
+        position = target.waitlisted_count
+    try:
+        uow.flush()
+    except IntegrityError:
+        raise _duplicate(registration.nip) from None
+    promoted = _fill_free_seats(uow, source, source_programme, now)
+    uow.flush()
+    uow.publish(
+        f"registration.{outcome.value}",
+        registration_event_data(registration, target, position),
+        subject=registration.id,
+    )
+    _publish_promotions(uow, source, promoted)
+    registration.waitlist_position = position  # type: ignore[attr-defined]
+    return registration, promoted
+
+
+def _give_back_place(
+    uow: UnitOfWork, lab_session: LabSession, programme: Programme | None, registration: Registration
+) -> None:
+    """The registration leaves its seat or waiting place: the session's counters (held locked) go down."""
+    if registration.status == "confirmed":
+        lab_session.confirmed_count -= 1
+        if programme is not None and programme.opd_quota is not None:
+            _add_to_opd_seats(uow, lab_session.id, registration.opd, -1)
+    elif registration.status == "waitlisted":
+        lab_session.waitlisted_count -= 1
+
+
+#: How many waiting registrants :func:`_fill_free_seats` looks at per query.
+_PROMOTION_BATCH = 100
+
+
+def _fill_free_seats(
+    uow: UnitOfWork, lab_session: LabSession, programme: Programme | None, now: datetime
+) -> list[Registration]:
+    """Promote waiting registrants into the session's free seats, earliest who fits first (step 6).
+
+    The caller holds the session row's lock. Waiting registrants are read in waiting-list order, a batch
+    at a time; :func:`rules.choose_promotion` skips those whose agency is at its quota.
+    """
+    free = rules.seats_to_fill(
+        lab_session.capacity, lab_session.confirmed_count, lab_session.state, lab_session.starts_at, now
+    )
+    if free == 0 or lab_session.waitlisted_count == 0:
+        return []
+    quota = programme.opd_quota if programme else None
+    opd_confirmed: dict[str, int] = {}
+    if quota is not None:
+        opd_confirmed = dict(
+            uow.session.execute(
+                select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == lab_session.id)
+            ).tuples()
+        )
+    promoted: list[Registration] = []
+    after = 0
+    while free > 0:
+        batch = list(
+            uow.session.scalars(
+                select(Registration)
+                .where(
+                    Registration.session_id == lab_session.id,
+                    Registration.status == "waitlisted",
+                    Registration.waitlist_sequence > after,
+                )
+                .order_by(Registration.waitlist_sequence)
+                .limit(_PROMOTION_BATCH)
+            )
+        )
+        if not batch:
+            break
+        by_id = {r.id: r for r in batch}
+        waiting = [Waiting(r.id, r.opd, r.waitlist_sequence or 0) for r in batch]
+        while free > 0 and (choice := rules.choose_promotion(waiting, opd_confirmed, quota)) is not None:
+            chosen = by_id[choice.registration_id]
+            chosen.status = "confirmed"
+            lab_session.confirmed_count += 1
+            lab_session.waitlisted_count -= 1
+            if quota is not None:
+                opd_confirmed[chosen.opd] = opd_confirmed.get(chosen.opd, 0) + 1
+                _add_to_opd_seats(uow, lab_session.id, chosen.opd, +1)
+            waiting.remove(choice)
+            promoted.append(chosen)
+            free -= 1
+        after = batch[-1].waitlist_sequence or 0
+    return promoted
+
+
+def _publish_promotions(uow: UnitOfWork, lab_session: LabSession, promoted: list[Registration]) -> None:
+    for registration in promoted:
+        uow.publish(
+            "registration.promoted", registration_event_data(registration, lab_session), subject=registration.id
+        )
+        registration.waitlist_position = None  # type: ignore[attr-defined]
+
+
+def list_registrations(
+    uow: UnitOfWork,
+    session_id: str,
+    *,
+    status: str | None = None,
+    opd: str | None = None,
+    search: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[tuple[Registration, int | None]]:
+    """A session's registrations for its organisers, each with its waiting-list place: confirmed first,
+    then the waiting list in order, then the cancelled; filtered by status, agency and a search over
+    name, NIP and e-mail."""
+    get_session(uow, session_id)
+    places = (
+        select(
+            Registration.id.label("id"),
+            func.row_number().over(order_by=Registration.waitlist_sequence).label("place"),
+        )
+        .where(Registration.session_id == session_id, Registration.status == "waitlisted")
+        .subquery()
+    )
+    order = case({"confirmed": 0, "waitlisted": 1}, value=Registration.status, else_=2)
+    query = (
+        select(Registration, places.c.place)
+        .outerjoin(places, places.c.id == Registration.id)
+        .where(Registration.session_id == session_id)
+    )
+    if status is not None:
+        query = query.where(Registration.status == status)
+    if opd is not None:
+        query = query.where(Registration.opd == opd)
+    if search:
+        pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                func.lower(Registration.name).like(pattern, escape="\\"),
+                Registration.nip.like(pattern, escape="\\"),
+                func.lower(Registration.email).like(pattern, escape="\\"),
+            )
+        )
+    query = query.order_by(order, Registration.waitlist_sequence, Registration.created_at, Registration.id)
+    rows = uow.session.execute(query.limit(limit).offset(offset)).all()
+    return [(registration, None if place is None else int(place)) for registration, place in rows]
+
+
+def registration_counts(uow: UnitOfWork, session_id: str) -> dict[str, Any]:
+    """How many registrations a session has per status, and per agency and status."""
+    get_session(uow, session_id)
+    rows = uow.session.execute(
+        select(Registration.opd, Registration.status, func.count())
+        .where(Registration.session_id == session_id)
+        .group_by(Registration.opd, Registration.status)
+        .order_by(Registration.opd)
+    ).all()
+    statuses = ("confirmed", "waitlisted", "cancelled")
+    by_status = dict.fromkeys(statuses, 0)
+    by_opd: dict[str, dict[str, int]] = {}
+    for opd, status, count in rows:
+        by_status[status] = by_status.get(status, 0) + count
+        by_opd.setdefault(opd, dict.fromkeys(statuses, 0))[status] = count
+    return {"by_status": by_status, "by_opd": [{"opd": opd, **counts} for opd, counts in by_opd.items()]}
+
+
+# --- participants' links -------------------------------------------------------------------------------
+
+#: Where a participant's link leads (the pages build it): ``<public url>`` + this, with the id and token.
+MANAGE_PATH = "/registration/manage/{registration_id}?token={token}"
+
+
+def participant_token(issuer: TokenIssuer, registration: Registration, session_ends_at: datetime) -> str:
+    """A signed participant token for ``registration`` (role ``participant``, subject the registration id),
+    living until 30 days after the session ends (bounded, :func:`rules.participant_token_lifetime`)."""
+    lifetime = rules.participant_token_lifetime(session_ends_at, datetime.now(UTC))
+    return issuer.issue(Principal(registration.id, "", "participant"), lifetime_seconds=lifetime)
+
+
+def manage_url(public_url: str, registration_id: str, token: str) -> str:
+    """The participant's page for their registration, opened with their token."""
+    return public_url.rstrip("/") + MANAGE_PATH.format(registration_id=registration_id, token=token)

@@ -4,7 +4,13 @@ Nothing here touches a database, a request or the network, so every rule is unit
 (``tests/unit/test_registration_rules.py``); ``domain.py`` loads the state, asks these functions and writes
 what they decided. An import-linter contract keeps SQLAlchemy, Flask, smtplib and kombu out of this module.
 
-- **the seat decision** — confirmed or waitlisted (:func:`decide_seat`);
+- **whether a session takes registrations now** — state, window, start (:func:`registration_refusal`);
+- **the seat decision** — confirmed, waitlisted or refused, with the OPD quota (:func:`decide_seat`);
+- **who is promoted** when a seat comes free (:func:`choose_promotion`);
+- **what a caller may do with a registration** — organisers anything, a participant's token its own
+  registration only, and only reading once it is cancelled (:func:`registration_access`);
+- **how long a participant's link lives** (:func:`participant_token_lifetime`);
+- **session changes worth telling registrants about** (:func:`notable_changes`);
 - **the sign-in throttle** — may this attempt check a password, or wait how long (:func:`sign_in_verdict`);
 - **participant data** — NIP, mobile number and e-mail rules;
 - **accounts** — the roles an account may have.
@@ -18,9 +24,66 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from math import ceil
+from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+
+# --- programmes and sessions ---------------------------------------------------------------------------
+
+#: A programme's stages: LAN's "5D" and its documentation step, in the order they happen.
+STAGES = ("drum-up", "diagnose", "design", "deliver", "display", "documentation")
+#: A session's states; only a published one takes registrations.
+SESSION_STATES = ("draft", "published", "cancelled")
+#: What a registrant is told about a session that changes (the fields of ``session.changed``).
+NOTABLE_FIELDS = ("starts_at", "ends_at", "location", "online_url")
+
+
+@dataclass(frozen=True)
+class SessionWindow:
+    """What decides whether a session takes registrations at all (seats aside)."""
+
+    state: str
+    starts_at: datetime
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+
+
+def registration_refusal(session: SessionWindow, now: datetime) -> str | None:
+    """Why the session takes no registration at ``now``, or ``None`` if it does.
+
+    Only a published session takes registrations, from its window's opening (if it has one) until its
+    closing — which is the session's start unless the organiser set another time.
+    """
+    if session.state == "draft":
+        return "The session is not published yet."
+    if session.state == "cancelled":
+        return "The session has been cancelled."
+    if session.opens_at is not None and now < session.opens_at:
+        return f"Registration opens at {session.opens_at.isoformat()}."
+    closes_at = session.closes_at or session.starts_at
+    if now >= closes_at:
+        if session.closes_at is None:
+            return "The session has already started; registration is closed."
+        return f"Registration closed at {closes_at.isoformat()}."
+    return None
+
+
+def opd_problem(opd: str, programme_opds: list[str] | None) -> str | None:
+    """Why ``opd`` may not register for a session of a programme with these agencies, or ``None``."""
+    if programme_opds is None or opd in programme_opds:
+        return None
+    return "Must be one of the programme's agencies (OPD): " + ", ".join(programme_opds) + "."
+
+
+def notable_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The time and place fields that differ, each as ``{"old": ..., "new": ...}`` (registrants hear of them)."""
+    return {
+        name: {"old": before.get(name), "new": after.get(name)}
+        for name in NOTABLE_FIELDS
+        if name in after and before.get(name) != after.get(name)
+    }
+
 
 # --- seats ---------------------------------------------------------------------------------------------
 
@@ -30,24 +93,33 @@ class SeatOutcome(StrEnum):
 
     CONFIRMED = "confirmed"
     WAITLISTED = "waitlisted"
+    REFUSED = "refused"  # full, and the session keeps no waiting list
 
 
 @dataclass(frozen=True)
 class SeatRequest:
     """Everything the seat decision looks at when someone registers for a lab session.
 
-    Today that is the session's capacity and how many registrations it has confirmed. Later rules (a
-    per-OPD quota, a switch that closes the waiting list, a registration window) arrive as further fields
-    with defaults that keep today's answer, so existing callers stay valid.
+    The session's capacity and confirmed count; the registrant's agency's quota (``None``: no quota) and how
+    many of its people are confirmed; whether the session keeps a waiting list. The domain reads these
+    under the session row's lock, so the decision and its write are one step for every other registrant.
     """
 
     capacity: int
     confirmed: int
+    opd_quota: int | None = None
+    opd_confirmed: int = 0
+    waitlist: bool = True
 
 
 def decide_seat(request: SeatRequest) -> SeatOutcome:
-    """Confirmed while a seat is free, otherwise waitlisted."""
-    return SeatOutcome.CONFIRMED if request.confirmed < request.capacity else SeatOutcome.WAITLISTED
+    """Confirmed while the session and the registrant's agency both have a seat free; otherwise waitlisted,
+    or refused when the session keeps no waiting list."""
+    session_has_room = request.confirmed < request.capacity
+    opd_has_room = request.opd_quota is None or request.opd_confirmed < request.opd_quota
+    if session_has_room and opd_has_room:
+        return SeatOutcome.CONFIRMED
+    return SeatOutcome.WAITLISTED if request.waitlist else SeatOutcome.REFUSED
 
 
 @dataclass(frozen=True)
@@ -60,6 +132,90 @@ class SeatCount:
     @property
     def available(self) -> int:
         return max(self.capacity - self.confirmed, 0)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A registrant on the waiting list: who, of which agency, and their place in the order."""
+
+    registration_id: str
+    opd: str
+    sequence: int
+
+
+def choose_promotion(waiting: list[Waiting], opd_confirmed: dict[str, int], opd_quota: int | None) -> Waiting | None:
+    """The first registrant in waiting-list order whose agency still has room under the quota, or ``None``.
+
+    A seat that came free goes to the earliest registrant who fits: someone whose agency already holds its
+    quota keeps their place (and is promoted once a seat of their own agency comes free).
+    """
+    for candidate in sorted(waiting, key=lambda w: w.sequence):
+        if opd_quota is None or opd_confirmed.get(candidate.opd, 0) < opd_quota:
+            return candidate
+    return None
+
+
+def seats_to_fill(capacity: int, confirmed: int, state: str, starts_at: datetime, now: datetime) -> int:
+    """How many waiting registrants to promote now: the free seats, while the session has not started and
+    is not cancelled (a seat freed during or after the session is no use to anyone)."""
+    if state == "cancelled" or now >= starts_at:
+        return 0
+    return max(capacity - confirmed, 0)
+
+
+# --- participants' links -------------------------------------------------------------------------------
+
+#: The participant's link works until this long after the session ends...
+PARTICIPANT_LINK_AFTER_SESSION = timedelta(days=30)
+#: ...but never longer than this from when it was made, nor shorter than a day.
+PARTICIPANT_LINK_LONGEST = timedelta(days=400)
+PARTICIPANT_LINK_SHORTEST = timedelta(days=1)
+
+
+def participant_token_lifetime(session_ends_at: datetime, now: datetime) -> int:
+    """Seconds a participant's token lives: until 30 days after the session ends, within [1 day, 400 days].
+
+    The upper bound is also every verifier's maximum for the ``participant`` role (``shared.tokens``), so a
+    link can never open anything longer than that, whoever signed it.
+    """
+    wanted = session_ends_at + PARTICIPANT_LINK_AFTER_SESSION - now
+    return int(min(max(wanted, PARTICIPANT_LINK_SHORTEST), PARTICIPANT_LINK_LONGEST).total_seconds())
+
+
+class Access(StrEnum):
+    """What a caller may do with one registration."""
+
+    FULL = "full"  # read everything, cancel
+    STATUS_ONLY = "status-only"  # read that it is cancelled, nothing more
+    FORBIDDEN = "forbidden"
+
+
+class RegistrationAction(StrEnum):
+    READ = "read"
+    CANCEL = "cancel"
+
+
+def registration_access(
+    role: str, subject: str, registration_id: str, status: str | None, action: RegistrationAction
+) -> tuple[Access, str | None]:
+    """May a caller with ``role`` (token subject ``subject``) do ``action`` on this registration? With why not.
+
+    Organisers may do anything with any registration. A participant's token opens only the registration it
+    was issued for (its subject): another registration's id is refused *before* anything is looked up, so the
+    answer (403) is the same whether that registration exists or not. Once the registration is cancelled, its
+    token only reads that it is cancelled. ``status`` may be ``None`` when not loaded yet (checked again later).
+    """
+    if role == "organiser":
+        return Access.FULL, None
+    if role != "participant":
+        return Access.FORBIDDEN, f"A {role} may not see registrations."
+    if subject != registration_id:
+        return Access.FORBIDDEN, "This link belongs to another registration."
+    if status == "cancelled":
+        if action is RegistrationAction.READ:
+            return Access.STATUS_ONLY, None
+        return Access.FORBIDDEN, "This registration is cancelled; its link now only shows that."
+    return Access.FULL, None
 
 
 # --- the sign-in throttle ------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
-from services.registration.rules import nip_problem, normalise_email, normalise_mobile_number
-from shared.http import RequestSchema, one_line
+from services.registration.rules import STAGES, nip_problem, normalise_email, normalise_mobile_number
+from shared.http import PageQuerySchema, RequestSchema, one_line
 
 
 class TokenRequestSchema(RequestSchema):
@@ -31,35 +31,152 @@ def within_programme_years(value: datetime) -> None:
         raise ValidationError("Must be a date between the years 2000 and 2099.")
 
 
+class ProgrammeCreateSchema(RequestSchema):
+    """A programme: its name and year, the agencies (OPD) taking part, and their seat quota per session."""
+
+    name = fields.Str(required=True, validate=[validate.Length(min=3, max=200), one_line])
+    year = fields.Int(required=True, strict=True, validate=validate.Range(min=2000, max=2099))
+    opds = fields.List(
+        fields.Str(validate=[validate.Length(min=2, max=200), one_line]),
+        required=True,
+        validate=validate.Length(min=1, max=300),
+        metadata={"description": "the agencies (OPD) taking part; registrants pick one"},
+    )
+    opd_quota = fields.Int(
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=1, max=100_000),
+        metadata={"description": "most seats one agency may hold in one session; null = no limit"},
+    )
+
+
+class ProgrammeSchema(Schema):
+    id = fields.Str(required=True)
+    name = fields.Str(required=True)
+    year = fields.Int(required=True)
+    opds = fields.List(fields.Str(), required=True)
+    opd_quota = fields.Int(allow_none=True, required=True)
+    stages = fields.List(fields.Str(validate=validate.OneOf(STAGES)), required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+def _when(description: str, **kwargs) -> fields.AwareDateTime:
+    return fields.AwareDateTime(
+        validate=within_programme_years,
+        metadata={"description": description, "example": "2026-12-07T09:00:00+08:00"},
+        **kwargs,
+    )
+
+
+_https_url = validate.URL(schemes={"http", "https"}, require_tld=False)
+
+
 class SessionCreateSchema(RequestSchema):
+    """A new session. The foundation's five fields alone make a published session with a waiting list."""
+
     title = fields.Str(required=True, validate=[validate.Length(min=3, max=200), one_line])
-    starts_at = fields.AwareDateTime(
-        required=True, validate=within_programme_years, metadata={"example": "2026-12-07T09:00:00+08:00"}
-    )
-    ends_at = fields.AwareDateTime(
-        required=True, validate=within_programme_years, metadata={"example": "2026-12-07T12:00:00+08:00"}
-    )
+    starts_at = _when("start, with its offset (WITA is +08:00)", required=True)
+    ends_at = _when("end, with its offset", required=True)
     location = fields.Str(required=True, validate=[validate.Length(min=2, max=300), one_line])
     capacity = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=100_000))
+    programme_id = fields.Str(load_default=None, allow_none=True, validate=validate.Length(min=1, max=36))
+    stage = fields.Str(load_default=None, allow_none=True, validate=validate.OneOf(STAGES))
+    description = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=5000))
+    online_url = fields.Str(
+        load_default=None, allow_none=True, validate=[validate.Length(max=500), _https_url, one_line]
+    )
+    waitlist = fields.Bool(load_default=True, metadata={"description": "keep a waiting list when full"})
+    registration_opens_at = _when("registration opens (null: at once)", load_default=None, allow_none=True)
+    registration_closes_at = _when("registration closes (null: at the start)", load_default=None, allow_none=True)
+    state = fields.Str(load_default="published", validate=validate.OneOf(["draft", "published"]))
+    record = fields.Bool(
+        load_default=False,
+        metadata={"description": "a record of a session that already happened (its start may be past)"},
+    )
 
 
-class SessionSchema(SessionCreateSchema):
-    id = fields.Str(dump_only=True)
-    seats_available = fields.Int(dump_only=True)
-    confirmed_count = fields.Int(dump_only=True)
+class SessionChangeSchema(RequestSchema):
+    """What an organiser changes in a session; fields left out stay as they are."""
+
+    title = fields.Str(validate=[validate.Length(min=3, max=200), one_line])
+    starts_at = _when("start, with its offset")
+    ends_at = _when("end, with its offset")
+    location = fields.Str(validate=[validate.Length(min=2, max=300), one_line])
+    capacity = fields.Int(strict=True, validate=validate.Range(min=1, max=100_000))
+    stage = fields.Str(allow_none=True, validate=validate.OneOf(STAGES))
+    description = fields.Str(allow_none=True, validate=validate.Length(max=5000))
+    online_url = fields.Str(allow_none=True, validate=[validate.Length(max=500), _https_url, one_line])
+    waitlist = fields.Bool()
+    registration_opens_at = _when("registration opens (null: at once)", allow_none=True)
+    registration_closes_at = _when("registration closes (null: at the start)", allow_none=True)
+
+
+class SessionSchema(Schema):
+    """A session as the API answers it; times in the programme's time zone (WITA, +08:00)."""
+
+    id = fields.Str(required=True)
+    title = fields.Str(required=True)
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+    location = fields.Str(required=True)
+    capacity = fields.Int(required=True)
+    programme_id = fields.Str(allow_none=True, required=True)
+    stage = fields.Str(allow_none=True, required=True)
+    description = fields.Str(allow_none=True, required=True)
+    online_url = fields.Str(allow_none=True, required=True)
+    waitlist = fields.Bool(required=True)
+    registration_opens_at = fields.AwareDateTime(allow_none=True, required=True)
+    registration_closes_at = fields.AwareDateTime(allow_none=True, required=True)
+    state = fields.Str(required=True, validate=validate.OneOf(["draft", "published", "cancelled"]))
+    record = fields.Bool(required=True)
+    seats_available = fields.Int(required=True)
+    confirmed_count = fields.Int(required=True)
+    waitlisted_count = fields.Int(required=True)
+
+
+class SessionQuerySchema(PageQuerySchema):
+    """Filters of the session list. Without an organiser's token only published sessions are listed."""
+
+    programme_id = fields.Str(validate=validate.Length(min=1, max=36))
+    stage = fields.Str(validate=validate.OneOf(STAGES))
+    state = fields.Str(
+        validate=validate.OneOf(["draft", "published", "cancelled"]),
+        metadata={"description": "organisers only, except `published` (the default)"},
+    )
+    starts_from = fields.AwareDateTime(validate=within_programme_years, metadata={"description": "start ≥ this"})
+    starts_before = fields.AwareDateTime(validate=within_programme_years, metadata={"description": "start < this"})
 
 
 class ParticipantSchema(RequestSchema):
-    """Who registers: a civil servant (ASN) of an agency (OPD)."""
+    """Who registers: a civil servant (ASN) of an agency (OPD).
+
+    ``job_title`` is the participant's position (jabatan). Clients written for the first version sent it as
+    ``position``; a *string* ``position`` is still read as the job title (when ``job_title`` is absent), since
+    ``position`` now names the place on the waiting list in every answer.
+    """
 
     name = fields.Str(required=True, validate=[validate.Length(min=2, max=200), one_line])
     nip = fields.Str(required=True, metadata={"description": "NIP, 18 digits 0-9", "example": "198503152010011001"})
     email = fields.Str(required=True, metadata={"example": "sari@kaltaraprov.go.id"})
     phone = fields.Str(required=True, metadata={"example": "0812 3456 7890"})
     opd = fields.Str(
-        required=True, validate=[validate.Length(min=2, max=200), one_line], metadata={"description": "agency"}
+        required=True,
+        validate=[validate.Length(min=2, max=200), one_line],
+        metadata={"description": "agency; one of the programme's when the session has a programme"},
     )
-    position = fields.Str(load_default=None, allow_none=True, validate=[validate.Length(max=200), one_line])
+    job_title = fields.Str(load_default=None, allow_none=True, validate=[validate.Length(max=200), one_line])
+    position = fields.Raw(
+        load_only=True,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "deprecated: the job title, for older clients (read only if it is a string)"},
+    )
+    language = fields.Str(
+        load_default="id",
+        validate=validate.OneOf(["id", "en"]),
+        metadata={"description": "the language every later message uses"},
+    )
 
     @validates("nip")
     def _nip(self, value: str, **_kwargs) -> None:
@@ -75,8 +192,17 @@ class ParticipantSchema(RequestSchema):
     def _phone(self, value: str, **_kwargs) -> None:
         _reason_as_validation_error(normalise_mobile_number, value)
 
+    @validates("position")
+    def _position(self, value, **_kwargs) -> None:
+        if isinstance(value, str):
+            for rule in (validate.Length(max=200), one_line):
+                rule(value)
+
     @post_load
     def _normalise(self, data: dict, **_kwargs) -> dict:
+        old_job_title = data.pop("position", None)
+        if data.get("job_title") is None and isinstance(old_job_title, str):
+            data["job_title"] = old_job_title
         return {**data, "email": normalise_email(data["email"]), "phone": normalise_mobile_number(data["phone"])}
 
 
@@ -88,13 +214,53 @@ def _reason_as_validation_error(normalise, value: str) -> None:
 
 
 class RegistrationSchema(Schema):
-    id = fields.Str()
-    session_id = fields.Str()
-    status = fields.Str(metadata={"enum": ["confirmed", "waitlisted", "cancelled"]})
+    """A registration as the API answers it. A participant whose registration is cancelled sees only
+    ``id``, ``session_id``, ``status`` and ``cancelled_at``."""
+
+    id = fields.Str(required=True)
+    session_id = fields.Str(required=True)
+    status = fields.Str(required=True, validate=validate.OneOf(["confirmed", "waitlisted", "cancelled"]))
+    position = fields.Int(
+        allow_none=True, metadata={"description": "place on the waiting list, 1 = next; null unless waitlisted"}
+    )
     name = fields.Str()
     nip = fields.Str()
     email = fields.Str()
     phone = fields.Str()
     opd = fields.Str()
-    position = fields.Str(allow_none=True)
+    job_title = fields.Str(allow_none=True)
+    language = fields.Str(validate=validate.OneOf(["id", "en"]))
     created_at = fields.AwareDateTime()
+    cancelled_at = fields.AwareDateTime(allow_none=True)
+
+
+class RegistrationCreatedSchema(RegistrationSchema):
+    manage_token = fields.Str(
+        required=True, metadata={"description": "the participant's bearer token for this registration"}
+    )
+    manage_url = fields.Str(required=True, metadata={"description": "the participant's page, opened with the token"})
+
+
+class RegistrationQuerySchema(PageQuerySchema):
+    status = fields.Str(validate=validate.OneOf(["confirmed", "waitlisted", "cancelled"]))
+    opd = fields.Str(validate=validate.Length(min=1, max=200))
+    q = fields.Str(validate=validate.Length(min=1, max=200), metadata={"description": "search name, NIP, e-mail"})
+
+
+class MoveSchema(RequestSchema):
+    session_id = fields.Str(required=True, validate=validate.Length(min=1, max=36))
+
+
+class StatusCountsSchema(Schema):
+    confirmed = fields.Int(required=True)
+    waitlisted = fields.Int(required=True)
+    cancelled = fields.Int(required=True)
+
+
+class OpdCountsSchema(StatusCountsSchema):
+    opd = fields.Str(required=True)
+
+
+class RegistrationCountsSchema(Schema):
+    by_status = fields.Nested(StatusCountsSchema, required=True)
+    by_opd = fields.List(fields.Nested(OpdCountsSchema), required=True)

@@ -1,10 +1,16 @@
-"""The registration service's tables: accounts, lab sessions, registrations (and its outbox/inbox)."""
+"""The registration service's tables: accounts, programmes, lab sessions, registrations (and outbox/inbox).
+
+The seat counters live on the rows that guard them (see ``domain``'s module docstring for the design):
+``lab_sessions.confirmed_count`` / ``waitlisted_count`` / ``waitlist_sequence``, and one ``opd_seats`` row per
+(session, OPD) when the session's programme sets a quota. They are only ever changed under the session row's
+lock, so they always equal what a ``count(*)`` over ``registrations`` would say — the storm tests check it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.clock import UTCDateTime
@@ -27,25 +33,77 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Programme(Base):
+    """A lab programme (e.g. "Laboratorium Inovasi Kaltara 2017"): its agencies and their seat quota.
+
+    ``opds`` is the list of agency names taking part (registrants of the programme's sessions pick one);
+    ``opd_quota`` the most seats one agency may hold in any one session of the programme (``None``: no limit).
+    """
+
+    __tablename__ = "programmes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    year: Mapped[int] = mapped_column(Integer)
+    opds: Mapped[list[str]] = mapped_column(JSON)
+    opd_quota: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LabSession(Base):
-    """A lab session (sosialisasi, workshop, coaching clinic, expo) with a place, a time and a capacity."""
+    """A lab session (sosialisasi, workshop, coaching clinic, expo) with a place, a time and a capacity.
+
+    ``state`` is ``draft``, ``published`` or ``cancelled``. The registration window is
+    ``[registration_opens_at, registration_closes_at)``; an open end means "from now" / "until the start".
+    """
 
     __tablename__ = "lab_sessions"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    programme_id: Mapped[str | None] = mapped_column(ForeignKey("programmes.id"), index=True)
+    stage: Mapped[str | None] = mapped_column(String(20))
     title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
     location: Mapped[str] = mapped_column(String(300))
+    online_url: Mapped[str | None] = mapped_column(String(500))
     capacity: Mapped[int] = mapped_column(Integer)
+    waitlist: Mapped[bool] = mapped_column(Boolean, default=True)
+    registration_opens_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    registration_closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default="published")
+    record: Mapped[bool] = mapped_column(Boolean, default=False)
+    confirmed_count: Mapped[int] = mapped_column(Integer, default=0)
+    waitlisted_count: Mapped[int] = mapped_column(Integer, default=0)
+    waitlist_sequence: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     registrations: Mapped[list[Registration]] = relationship(back_populates="session")
+    programme: Mapped[Programme | None] = relationship(lazy="raise")
+
+
+class OpdSeats(Base):
+    """How many confirmed seats one agency holds in one session (kept only when a quota applies)."""
+
+    __tablename__ = "opd_seats"
+    session_id: Mapped[str] = mapped_column(ForeignKey("lab_sessions.id"), primary_key=True)
+    opd: Mapped[str] = mapped_column(String(200), primary_key=True)
+    confirmed: Mapped[int] = mapped_column(Integer)
 
 
 class Registration(Base):
+    """One participant's registration for one session.
+
+    ``job_title`` is the participant's position (jabatan); the API's ``position`` is the place on the waiting
+    list, computed as the rank of ``waitlist_sequence`` among the session's registrations still waiting.
+    """
+
     __tablename__ = "registrations"
-    __table_args__ = (UniqueConstraint("session_id", "nip", name="uq_registration_session_nip"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "nip", name="uq_registration_session_nip"),
+        Index("ix_registrations_waiting_order", "session_id", "status", "waitlist_sequence"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(ForeignKey("lab_sessions.id"), index=True)
@@ -54,9 +112,12 @@ class Registration(Base):
     email: Mapped[str] = mapped_column(String(254))
     phone: Mapped[str] = mapped_column(String(20))
     opd: Mapped[str] = mapped_column(String(200))
-    position: Mapped[str | None] = mapped_column(String(200))
+    job_title: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(5), default="id")
     status: Mapped[str] = mapped_column(String(20))
+    waitlist_sequence: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     session: Mapped[LabSession] = relationship(back_populates="registrations")
 

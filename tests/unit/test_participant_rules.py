@@ -105,7 +105,30 @@ def test_the_schema_loads_a_valid_participant_with_normalised_contact_details():
     loaded = ParticipantSchema().load(participant(phone="0812-3456-7890", email="sari@KALTARAPROV.go.id"))
     assert loaded["phone"] == "+6281234567890"
     assert loaded["email"] == "sari@kaltaraprov.go.id"
-    assert loaded["position"] is None
+    assert loaded["job_title"] is None  # the job title was called `position` before issue 6
+    assert loaded["language"] == "id"
+    assert "position" not in loaded
+
+
+def test_an_old_client_sending_its_job_title_as_position_still_has_it_stored_as_the_job_title():
+    assert ParticipantSchema().load(participant(position="Analis Kebijakan"))["job_title"] == "Analis Kebijakan"
+
+
+def test_a_job_title_wins_over_an_old_position_and_a_non_text_position_is_ignored():
+    both = ParticipantSchema().load(participant(job_title="Kepala Seksi", position="Analis"))
+    assert both["job_title"] == "Kepala Seksi"
+    assert ParticipantSchema().load(participant(position=3))["job_title"] is None
+    assert ParticipantSchema().load(participant(position=None))["job_title"] is None
+
+
+def test_an_old_position_is_held_to_the_job_title_rules():
+    errors = ParticipantSchema().validate(participant(position="Analis\nBcc: x@example.go.id"))
+    assert set(errors) == {"position"}
+
+
+def test_the_language_is_id_or_en():
+    assert ParticipantSchema().load(participant(language="en"))["language"] == "en"
+    assert set(ParticipantSchema().validate(participant(language="fr"))) == {"language"}
 
 
 def test_the_schema_reports_every_bad_field_at_once():
