@@ -122,18 +122,22 @@ def test_workers_claiming_at_the_same_moment_get_disjoint_rows_and_together_all_
     assert sum(1 for mine in taken if mine) > 1, f"only one worker got work: {[len(m) for m in taken]}"
 
 
-def test_on_postgresql_a_claim_skips_rows_another_transaction_holds_without_waiting_for_it(engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: there is no row lock to skip")
+def test_on_postgresql_a_claim_skips_rows_another_transaction_holds_without_waiting_for_it(postgres_url):
+    # PostgreSQL only: SQLite has one writer at a time, so there is no row lock to skip
+    engine = create_database_engine(postgres_url)
+    metadata.create_all(engine)
     add_jobs(engine, 6)
     claimed: list = []
-    with engine.connect() as other_worker:
-        with other_worker.begin():  # another worker is in the middle of claiming rows 1-3
-            other_worker.execute(text("SELECT id FROM jobs WHERE id <= 3 FOR UPDATE"))
-            claimer = threading.Thread(target=lambda: claimed.append(queue_on(engine).claim(10)))
-            claimer.start()
-            claimer.join(5)
-            assert not claimer.is_alive(), "the claim waited for the other transaction's locks"
+    try:
+        with engine.connect() as other_worker:
+            with other_worker.begin():  # another worker is in the middle of claiming rows 1-3
+                other_worker.execute(text("SELECT id FROM jobs WHERE id <= 3 FOR UPDATE"))
+                claimer = threading.Thread(target=lambda: claimed.append(queue_on(engine).claim(10)))
+                claimer.start()
+                claimer.join(5)
+                assert not claimer.is_alive(), "the claim waited for the other transaction's locks"
+    finally:
+        engine.dispose()
     [(_token, rows)] = claimed
     assert [row.id for row in rows] == [4, 5, 6]
 
