@@ -747,7 +747,7 @@ def _fill_free_seats(
         opd_confirmed = dict(
             uow.session.execute(
                 select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == lab_session.id)
-            ).tuples()
+            ).tuples().all()
         )
     promoted: list[Registration] = []
     after = 0

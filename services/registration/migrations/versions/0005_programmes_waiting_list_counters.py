@@ -39,21 +39,28 @@ def upgrade() -> None:
         sa.Column("created_at", shared.clock.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("lab_sessions") as batch:
-        batch.add_column(sa.Column("programme_id", sa.String(length=36), nullable=True))
-        batch.add_column(sa.Column("stage", sa.String(length=20), nullable=True))
-        batch.add_column(sa.Column("description", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("online_url", sa.String(length=500), nullable=True))
-        batch.add_column(sa.Column("waitlist", sa.Boolean(), nullable=False, server_default=sa.true()))
-        batch.add_column(sa.Column("registration_opens_at", shared.clock.UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("registration_closes_at", shared.clock.UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("state", sa.String(length=20), nullable=False, server_default="published"))
-        batch.add_column(sa.Column("record", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("confirmed_count", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("waitlisted_count", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("waitlist_sequence", sa.Integer(), nullable=False, server_default="0"))
-        batch.create_index("ix_lab_sessions_programme_id", ["programme_id"])
-        batch.create_foreign_key("fk_lab_sessions_programme_id", "programmes", ["programme_id"], ["id"])
+    # Columns are added in place, never by batch mode's copy-and-swap: on SQLite that drops lab_sessions,
+    # which the registrations of a live database still reference (the drop fails with FOREIGN KEY).
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE lab_sessions ADD COLUMN programme_id VARCHAR(36) REFERENCES programmes (id)")
+    else:
+        op.add_column("lab_sessions", sa.Column("programme_id", sa.String(length=36), nullable=True))
+        op.create_foreign_key("fk_lab_sessions_programme_id", "lab_sessions", "programmes", ["programme_id"], ["id"])
+    for column in (
+        sa.Column("stage", sa.String(length=20), nullable=True),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("online_url", sa.String(length=500), nullable=True),
+        sa.Column("waitlist", sa.Boolean(), nullable=False, server_default=sa.true()),
+        sa.Column("registration_opens_at", shared.clock.UTCDateTime(), nullable=True),
+        sa.Column("registration_closes_at", shared.clock.UTCDateTime(), nullable=True),
+        sa.Column("state", sa.String(length=20), nullable=False, server_default="published"),
+        sa.Column("record", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("confirmed_count", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("waitlisted_count", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("waitlist_sequence", sa.Integer(), nullable=False, server_default="0"),
+    ):
+        op.add_column("lab_sessions", column)
+    op.create_index("ix_lab_sessions_programme_id", "lab_sessions", ["programme_id"])
     op.create_table(
         "opd_seats",
         sa.Column("session_id", sa.String(length=36), nullable=False),
@@ -108,22 +115,26 @@ def downgrade() -> None:
         batch.drop_column("language")
         batch.alter_column("job_title", new_column_name="position", existing_type=sa.String(length=200))
     op.drop_table("opd_seats")
-    with op.batch_alter_table("lab_sessions") as batch:
-        batch.drop_constraint("fk_lab_sessions_programme_id", type_="foreignkey")
-        batch.drop_index("ix_lab_sessions_programme_id")
-        for column in (
-            "waitlist_sequence",
-            "waitlisted_count",
-            "confirmed_count",
-            "record",
-            "state",
-            "registration_closes_at",
-            "registration_opens_at",
-            "waitlist",
-            "online_url",
-            "description",
-            "stage",
-            "programme_id",
-        ):
-            batch.drop_column(column)
+    op.drop_index("ix_lab_sessions_programme_id", table_name="lab_sessions")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint("fk_lab_sessions_programme_id", "lab_sessions", type_="foreignkey")
+    for column in (
+        "waitlist_sequence",
+        "waitlisted_count",
+        "confirmed_count",
+        "record",
+        "state",
+        "registration_closes_at",
+        "registration_opens_at",
+        "waitlist",
+        "online_url",
+        "description",
+        "stage",
+        "programme_id",
+    ):
+        if op.get_bind().dialect.name == "sqlite":  # a column with a REFERENCES clause: copy-and-swap
+            with op.batch_alter_table("lab_sessions") as batch:
+                batch.drop_column(column)
+        else:
+            op.drop_column("lab_sessions", column)
     op.drop_table("programmes")
