@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bench clean
+.PHONY: run test test-fast test-browser lint format bench translations clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ test: lint
 ## test-fast: everything but the end-to-end tests
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -rs -m "not e2e" $(PYTEST_ARGS)
+
+## test-browser: the browser tests only (Playwright driving Debian's Chromium, /usr/bin/chromium)
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -rs -m browser tests/browser $(PYTEST_ARGS)
+
+## translations: extract the page strings, update the Indonesian catalogue, compile it (the .mo is committed)
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F shared/translations/babel.cfg -k _l -k lazy_gettext -k N_ --no-location \
+		--sort-output --project labinov -o shared/translations/messages.pot .
+	$(BIN)/pybabel update -i shared/translations/messages.pot -d shared/translations -l id --no-fuzzy-matching
+	$(BIN)/pybabel compile -d shared/translations --statistics
 
 ## lint: ruff; the import contracts of pyproject.toml (layers, no service imports another, no Flask in
 ## workers); mypy on shared/

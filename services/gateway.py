@@ -1,7 +1,8 @@
 """The development gateway: one address for the whole suite, as nginx is in docker-compose.
 
 ``/registration/``, ``/notification/`` and ``/evaluation/`` go to each service's own port unchanged
-(werkzeug's ProxyMiddleware); ``/`` sends people to the participant portal. Like nginx, the gateway
+(werkzeug's ProxyMiddleware); ``/`` sends people to the participant portal, and a service's bare prefix
+(``/registration``, ``/evaluation``) to its pages (``/registration/``). Like nginx, the gateway
 
 * appends the caller's address to ``X-Forwarded-For`` (ProxyMiddleware passes the header on untouched), so
   a service — which trusts the last ``LABINOV_TRUSTED_PROXY_HOPS`` entries — counts per-client limits by the
@@ -18,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, redirect
+from flask import Flask, abort, redirect
 from werkzeug.middleware.http_proxy import ProxyMiddleware
 from werkzeug.wsgi import get_input_stream
 
@@ -99,6 +100,13 @@ def create_gateway() -> Flask:
     @front.get("/")
     def home():
         return redirect("/registration/")
+
+    @front.get("/<service>")
+    def bare_prefix(service: str):
+        """``/registration`` → ``/registration/`` (the proxy only matches the prefix with its slash)."""
+        if service not in SERVICES:
+            abort(404)
+        return redirect(f"/{service}/", 308)
 
     proxy = ProxyMiddleware(
         front.wsgi_app,

@@ -53,6 +53,7 @@ from shared.observability import (
     reset_correlation_id,
     set_correlation_id,
 )
+from shared.pages import error_page, install_pages, wants_html_page
 from shared.problems import PROBLEM_JSON, Problem, problem_body
 from shared.runtime import ServiceRuntime
 from shared.tokens import load_secret_key
@@ -206,6 +207,12 @@ class ProblemApi(Api):
             self.DEFAULT_RESPONSE_CONTENT_TYPE = success_content_type
 
     def handle_http_exception(self, error: HTTPException) -> Response:
+        if wants_html_page():  # a browser asking for a page: the suite's error page, with a way back
+            response = error_page(error.code or 500)
+            allowed = getattr(error, "valid_methods", None)
+            if error.code == 405 and allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+            return response
         data = getattr(error, "data", None) or {}
         errors = _flatten_errors(data["messages"]) if "messages" in data else None
         detail: str | None
@@ -234,7 +241,8 @@ def create_service_app(
     """The Flask app of one service, with Labinov's HTTP conventions and the token check installed."""
     name = runtime.name
     configure_logging(name, "web", runtime.settings.log_level)
-    app = Flask(import_name, static_url_path=f"/{name}/static")
+    # the pages' style sheet and scripts: the same files in every service, under /<service>/static/
+    app = Flask(import_name, static_url_path=f"/{name}/static", static_folder=SHARED_STATIC)
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(runtime.package_dir / "templates"), FileSystemLoader(SHARED_TEMPLATES)]
     )
@@ -261,20 +269,29 @@ def create_service_app(
     if runtime.settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=runtime.settings.trusted_proxy_hops)  # type: ignore[method-assign]
     api = ProblemApi(app)
+    api_blueprints = list(api_blueprints)
     for blueprint in api_blueprints:
         api.register_blueprint(blueprint, url_prefix=f"/{name}/api/v1")
+    install_pages(app, runtime, api_blueprints)  # languages, sign-in cookie, CSRF (APIs exempt), navigation
     for blueprint in page_blueprints:
         app.register_blueprint(blueprint, url_prefix=f"/{name}")
     app.register_blueprint(_operations_blueprint(runtime), url_prefix=f"/{name}")
     _install_request_context(app, name)
     install_verifier(app, runtime.settings)  # every service checks tokens; only registration issues them
-    app.register_error_handler(Problem, problem_response)  # domain and auth errors: one shape, one handler
+
+    @app.errorhandler(Problem)
+    def _problem(error: Problem) -> Response:  # domain and auth errors: one shape, one handler
+        if wants_html_page():
+            return error_page(error.status, detail=error.detail, headers=error.headers)
+        return problem_response(error)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         if isinstance(error, HTTPException):
             return api.handle_http_exception(error)
         current_app.logger.exception("unhandled error")
+        if wants_html_page():
+            return error_page(500)
         return problem(500, "Internal Server Error", "Something went wrong on our side; it was logged.")
 
     return app

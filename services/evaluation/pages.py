@@ -1,4 +1,4 @@
-"""Evaluation pages for people. ``/evaluation/`` — a public overview (counts only, no personal data)."""
+"""Evaluation pages for people. ``/evaluation/`` — a public overview (counts only, no personal data): anyone."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from sqlalchemy import func, select
 
 from services.evaluation.tables import Participant
 from shared.http import runtime_of
+from shared.pages import page_public
 
 pages = Blueprint("evaluation_pages", __name__)
 
 
 @pages.get("/")
+@page_public
 def home():
     with runtime_of().reading() as uow:
         count = uow.session.scalar(select(func.count()).select_from(Participant))

@@ -1,21 +1,550 @@
-"""Registration pages for people (server-rendered, no JavaScript needed): the participant portal."""
+"""Registration's pages for people: server-rendered, usable without JavaScript and on a 360-px phone.
+
+Thin adapters like the API views: each reads a form, validates it with **the API's own marshmallow schema**
+(so a page refuses exactly what the API refuses, with the same rule in the visitor's language), calls one
+domain operation, commits, and redirects (post/redirect/get), or renders the form again with inline errors
+and everything the visitor typed.
+
+Who may open what (each view says so under its route):
+- anyone: the portal ``/``, a session's page and form ``/sessions/<id>``, the sign-in page ``/login``;
+- the participant, with the link they were given (``/manage/<id>?token=…``, the token a participant token
+  from registration's issuer, checked like a bearer token): their registration's page and its cancel form;
+- organisers: ``/admin/sessions`` (list, filters), ``/admin/sessions/new``, ``/admin/sessions/<id>`` (edit,
+  publish, cancel, registrations).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+import re
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from services.registration import domain
-from shared.http import runtime_of
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from marshmallow import ValidationError
+
+from services.registration import domain, rules
+from services.registration.schemas import ParticipantSchema, SessionCreateSchema, TokenRequestSchema
+from shared.errors import Conflict, DomainError, RuleViolation
+from shared.http import client_address, runtime_of
+from shared.i18n import N_, current_language
+from shared.i18n import translate_refusal as _translate_any_refusal
+from shared.pages import ROLE_HOME, error_page, page_principal, page_public, page_requires, safe_next, sign_in_response
+from shared.tokens import AuthError
 
 pages = Blueprint("registration_pages", __name__)
 
+STAGE_NAMES = {
+    "drum-up": _l("Drum-up"),
+    "diagnose": _l("Diagnose"),
+    "design": _l("Design"),
+    "deliver": _l("Deliver"),
+    "display": _l("Display"),
+    "documentation": _l("Documentation"),
+}
+STATE_NAMES = {"draft": _l("draft"), "published": _l("published"), "cancelled": _l("cancelled")}
+STATUS_NAMES = {"confirmed": _l("confirmed"), "waitlisted": _l("on the waiting list"), "cancelled": _l("cancelled")}
+
+#: The rules' and schemas' refusals as the API states them (English); the pages show them translated.
+RULE_REFUSALS = (
+    N_("NIP must be exactly 18 digits 0-9."),
+    N_("NIP digits 1-8 must be a valid birth date (YYYYMMDD)."),
+    N_("NIP digits 9-14 must be an appointment month (YYYYMM) at least 15 years after birth."),
+    N_("NIP digit 15 must be 1 (male) or 2 (female)."),
+    N_("NIP digits 16-18 must be a sequence number from 001."),
+    N_("Not a phone number."),
+    N_("Must be a valid Indonesian phone number, e.g. 0812 3456 7890."),
+    N_("Must be a mobile number (it receives the confirmation messages)."),
+    N_("An email address must have an @-sign."),
+    N_("The part after the @-sign is not valid. It should have a period."),
+    N_("There must be something before the @-sign."),
+    N_("The session is not published yet."),
+    N_("The session has been cancelled."),
+    N_("The session has already started; registration is closed."),
+    N_("The session is full and keeps no waiting list."),
+    N_("Already registered for this session."),
+    N_("Must be a date between the years 2000 and 2099."),
+    N_("Must be after starts_at."),
+    N_("Must be after registration_opens_at."),
+    N_("The session must end after it starts."),
+    N_("Is in the past (set record to true for a session that already happened)."),
+    N_("Only a draft session can be published; this one is %(state)s."),
+    N_("The session is already cancelled."),
+    N_("A cancelled session cannot be changed."),
+)
+_TEMPLATED_RULE_REFUSALS = (
+    (
+        re.compile(r"^Must be one of the programme's agencies \(OPD\): (?P<choices>.+)\.$"),
+        N_("Must be one of the programme's agencies (OPD): %(choices)s."),
+    ),
+    (
+        re.compile(r"^NIP (?P<nip>\d+) is already registered for this session\.$"),
+        N_("NIP %(nip)s is already registered for this session."),
+    ),
+    (
+        re.compile(r"^Only a draft session can be published; this one is (?P<state>\w+)\.$"),
+        N_("Only a draft session can be published; this one is %(state)s."),
+    ),
+)
+
+
+def translate_refusal(message: str) -> str:
+    """A refusal of registration's rules or schemas in the visitor's language."""
+    return _translate_any_refusal(message, _TEMPLATED_RULE_REFUSALS)
+
+
+#: The registration form's fields, in the order shown; the names are the API's (ParticipantSchema).
+PARTICIPANT_FIELDS = ("name", "nip", "email", "phone", "opd", "job_title")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _refusals(error: ValidationError | DomainError) -> dict[str, list[str]]:
+    """Field → the refusals of the API's schema or rules, each in the visitor's language."""
+    messages = error.messages if isinstance(error, ValidationError) else (error.errors or {})
+    if not isinstance(messages, dict):
+        messages = {"_schema": messages}
+    refusals: dict[str, list[str]] = {}
+    for field, field_messages in messages.items():
+        items = field_messages if isinstance(field_messages, list) else [field_messages]
+        refusals[field] = [translate_refusal(str(message)) for message in items]
+    return refusals
+
+
+# --- what a visitor sees about a session -------------------------------------------------------------
+
+
+def availability(lab_session: Any, seats: Any, now: datetime) -> dict[str, Any]:
+    """Whether the session takes registrations now, and the badge that says so.
+
+    The decision is the domain's rule (:func:`rules.registration_refusal`, the same one that refuses a
+    registration with 409); only the wording is the page's.
+    """
+    window = rules.SessionWindow(
+        lab_session.state, lab_session.starts_at, lab_session.registration_opens_at, lab_session.registration_closes_at
+    )
+    refusal = rules.registration_refusal(window, now)
+    if refusal is not None:
+        if (
+            lab_session.state == "published"
+            and lab_session.registration_opens_at
+            and now < lab_session.registration_opens_at
+        ):
+            return {"open": False, "kind": "closed", "label": _("registration not open yet")}
+        if lab_session.state == "cancelled":
+            return {"open": False, "kind": "closed", "label": _("cancelled")}
+        return {"open": False, "kind": "closed", "label": _("registration closed")}
+    if seats.available > 0:
+        return {
+            "open": True,
+            "kind": "ok",
+            "label": _("%(left)s of %(capacity)s seats left", left=seats.available, capacity=seats.capacity),
+        }
+    if lab_session.waitlist:
+        return {"open": True, "kind": "full", "label": _("full — waiting list open")}
+    return {"open": False, "kind": "closed", "label": _("full — waiting list closed")}
+
+
+# --- the participant portal --------------------------------------------------------------------------
+
 
 @pages.get("/")
+@page_public
 def portal():
-    """The participant portal: upcoming sessions and the seats left. Anyone may open it."""
+    """Upcoming published sessions, grouped by programme and stage, with the seats left. Anyone may open it."""
+    now = _now()
+    with runtime_of().reading() as uow:
+        programmes = {p.id: p for p in domain.list_programmes(uow, limit=500)}
+        sessions = domain.list_sessions(uow, limit=500, starts_from=now - timedelta(hours=12))
+    groups: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+    for lab_session, seats in sessions:
+        programme = programmes.get(lab_session.programme_id) if lab_session.programme_id else None
+        key = (programme.name if programme else "", lab_session.stage or "")
+        group = groups.setdefault(
+            key,
+            {
+                "programme": programme,
+                "stage": STAGE_NAMES.get(lab_session.stage or "", None),
+                "sessions": [],
+            },
+        )
+        group["sessions"].append(
+            {"session": lab_session, "seats": seats, "availability": availability(lab_session, seats, now)}
+        )
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] == "", item[0][0], _stage_order(item[0][1])))
+    return render_template("registration/portal.html", groups=[group for _key, group in ordered])
+
+
+def _stage_order(stage: str) -> int:
+    return rules.STAGES.index(stage) if stage in rules.STAGES else len(rules.STAGES)
+
+
+# --- a session's page and its registration form ------------------------------------------------------
+
+
+def _session_and_programme(uow, session_id: str):
+    lab_session = domain.get_session(uow, session_id)
+    programme = domain.get_programme(uow, lab_session.programme_id) if lab_session.programme_id else None
+    return lab_session, programme
+
+
+def _participant_input(form) -> dict[str, Any]:
+    """The form's fields as the API's JSON body: blank fields are absent (so a required one is "missing"),
+    and the language is the page's, so every later message reaches the participant in it."""
+    typed = {name: form.get(name, "").strip() for name in PARTICIPANT_FIELDS}
+    return {**{name: value for name, value in typed.items() if value}, "language": current_language()}
+
+
+@pages.route("/sessions/<session_id>", methods=["GET", "POST"])
+@page_public
+def session_page(session_id: str):
+    """A session and its registration form. Anyone may open it and register (no account needed)."""
     runtime = runtime_of()
+    values: dict[str, str] = {name: "" for name in PARTICIPANT_FIELDS}
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        values.update({name: request.form.get(name, "") for name in PARTICIPANT_FIELDS})
+        try:
+            participant = ParticipantSchema().load(_participant_input(request.form))
+            with runtime.unit_of_work() as uow:
+                registration = domain.register_participant(uow, session_id, participant)
+                uow.commit()  # at once: it releases the session row's lock
+        except (ValidationError, RuleViolation) as error:
+            errors, status = _refusals(error), 422
+        except Conflict as error:
+            errors, status = _refusals(error) or {"_schema": [translate_refusal(error.detail)]}, 409
+        else:
+            return _to_manage_page(registration)
     with runtime.reading() as uow:
-        sessions = [
-            {"session": lab_session, "seats": seats} for lab_session, seats in domain.list_sessions(uow, limit=500)
-        ]
-    return render_template("registration/sessions.html", sessions=sessions, tz=runtime.settings.timezone)
+        lab_session, programme = _session_and_programme(uow, session_id)
+        seats = domain.seat_count(uow, lab_session)
+    if lab_session.state == "draft" and not _is_organiser():
+        abort(404)  # a draft is not public yet
+    return (
+        render_template(
+            "registration/session.html",
+            lab_session=lab_session,
+            programme=programme,
+            stage=STAGE_NAMES.get(lab_session.stage or ""),
+            availability=availability(lab_session, seats, _now()),
+            values=values,
+            errors=errors,
+        ),
+        status,
+    )
+
+
+def _is_organiser() -> bool:
+    principal = page_principal()
+    return principal is not None and principal.role == "organiser"
+
+
+def _to_manage_page(registration):
+    """After registering: to the participant's own page, opened with their participant token."""
+    issuer = current_app.extensions["labinov_issuer"]
+    with runtime_of().reading() as uow:
+        lab_session = domain.get_session(uow, registration.session_id)
+    token = domain.participant_token(issuer, registration, lab_session.ends_at)
+    flash(_("You are registered. Keep this page's address: it is your link to this registration."), "ok")
+    return redirect(domain.MANAGE_PATH.format(registration_id=registration.id, token=token), 303)
+
+
+# --- the participant's own page ----------------------------------------------------------------------
+
+
+def _participant_from(token: str):
+    verifier = current_app.extensions["labinov_verifier"]
+    try:
+        return verifier.verify(token)
+    except AuthError:
+        return None
+
+
+@pages.get("/manage/<registration_id>")
+@page_public
+def manage(registration_id: str):
+    """The participant's page for their registration. Whoever holds the link's participant token (or an
+    organiser's sign-in) may open it; anyone else gets 403."""
+    token = request.args.get("token", "")
+    principal = _participant_from(token) if token else page_principal()
+    if principal is None:
+        return _link_refused()
+    try:
+        with runtime_of().reading() as uow:
+            registration, access = domain.read_registration(uow, registration_id, principal)
+            lab_session, programme = _session_and_programme(uow, registration.session_id)
+    except domain.NotAllowed:
+        return _link_refused()
+    return render_template(
+        "registration/manage.html",
+        registration=registration,
+        access=access,
+        lab_session=lab_session,
+        programme=programme,
+        status_name=STATUS_NAMES.get(registration.status, registration.status),
+        token=token,
+        manage_link=request.url if token else None,
+    )
+
+
+def _link_refused():
+    return error_page(403, detail=_("This link does not open this registration. Use the link you were sent."))
+
+
+@pages.post("/manage/<registration_id>/cancel")
+@page_public
+def cancel_own(registration_id: str):
+    """Cancel a registration: its participant (the token from their link, sent with the form) or an organiser."""
+    token = request.form.get("token", "")
+    principal = _participant_from(token) if token else page_principal()
+    if principal is None:
+        return _link_refused()
+    try:
+        with runtime_of().unit_of_work() as uow:
+            domain.cancel_registration(uow, registration_id, principal)
+            uow.commit()
+        flash(_("Your registration is cancelled. Your seat goes to the next person waiting."), "ok")
+    except domain.NotAllowed:
+        return _link_refused()
+    except Conflict:
+        flash(_("This registration was already cancelled."), "error")
+    target = f"/registration/manage/{registration_id}"
+    return redirect(f"{target}?token={token}" if token else target, 303)
+
+
+# --- signing in ---------------------------------------------------------------------------------------
+
+
+@pages.route("/login", methods=["GET", "POST"])
+@page_public
+def login():
+    """Sign-in for organisers and evaluators, with the token API's accounts and its throttle. Anyone may open it."""
+    next_page = request.values.get("next", "")
+    email = request.form.get("email", "")
+    error = None
+    status = 200
+    headers: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            credentials = TokenRequestSchema().load(
+                {"email": email.strip(), "password": request.form.get("password", "")}
+            )
+            principal = domain.authenticate(
+                runtime_of().unit_of_work, credentials["email"], credentials["password"], client_address()
+            )
+        except (ValidationError, domain.InvalidCredentials):
+            error, status = _("Wrong e-mail or password."), 401
+        except domain.TooManyAttempts as refusal:
+            error, status, headers = _("Too many sign-in attempts. Try again in a few minutes."), 429, refusal.headers
+        else:
+            issuer = current_app.extensions["labinov_issuer"]
+            target = safe_next(next_page, ROLE_HOME.get(principal.role, "/registration/"))
+            return sign_in_response(redirect(target, 303), issuer.issue(principal), issuer.lifetime_seconds)
+    return render_template("registration/login.html", email=email, error=error, next_page=next_page), status, headers
+
+
+# --- organiser pages ----------------------------------------------------------------------------------
+
+SESSION_FORM_FIELDS = (
+    "title",
+    "description",
+    "programme_id",
+    "stage",
+    "location",
+    "online_url",
+    "starts_at",
+    "ends_at",
+    "capacity",
+    "registration_opens_at",
+    "registration_closes_at",
+)
+_TIME_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
+
+
+def _local_input(moment: datetime | None) -> str:
+    """An aware time as a ``datetime-local`` value in the programme's time zone."""
+    if moment is None:
+        return ""
+    return moment.astimezone(runtime_of().settings.timezone).strftime("%Y-%m-%dT%H:%M")
+
+
+def _session_input(form, schema_fields) -> dict[str, Any]:
+    """The session form as the API's JSON body: local times get the programme's offset, blanks are absent."""
+    zone = runtime_of().settings.timezone
+    body: dict[str, Any] = {}
+    for name in SESSION_FORM_FIELDS:
+        value = form.get(name, "").strip()
+        if not value or name not in schema_fields:
+            continue
+        if name in _TIME_FIELDS:
+            try:
+                value = datetime.fromisoformat(value).replace(tzinfo=zone).isoformat()
+            except ValueError:
+                pass  # the schema refuses it, naming the field
+        elif name == "capacity":
+            value = int(value) if value.isdigit() else value
+        body[name] = value
+    if "waitlist" in schema_fields:
+        body["waitlist"] = form.get("waitlist") == "on"
+    return body
+
+
+@pages.get("/admin/sessions")
+@page_requires("organiser")
+def admin_sessions():
+    """Every session with filters (programme, stage, state, dates). Organisers only."""
+    zone = runtime_of().settings.timezone
+    filters = {name: request.args.get(name, "") for name in ("programme", "stage", "state", "from", "to")}
+    query: dict[str, Any] = {
+        "states": (filters["state"],) if filters["state"] in rules.SESSION_STATES else rules.SESSION_STATES
+    }
+    if filters["programme"]:
+        query["programme_id"] = filters["programme"]
+    if filters["stage"] in rules.STAGES:
+        query["stage"] = filters["stage"]
+    for name, key in (("from", "starts_from"), ("to", "starts_before")):
+        try:
+            day = datetime.fromisoformat(filters[name]).replace(tzinfo=zone) if filters[name] else None
+        except ValueError:
+            day = None
+        if day is not None:
+            query[key] = day + (timedelta(days=1) if name == "to" else timedelta())
+    now = _now()
+    with runtime_of().reading() as uow:
+        programmes = domain.list_programmes(uow, limit=500)
+        sessions = domain.list_sessions(uow, limit=500, **query)
+    names = {p.id: f"{p.name} {p.year}" for p in programmes}
+    rows = [
+        {
+            "session": s,
+            "seats": seats,
+            "availability": availability(s, seats, now),
+            "programme": names.get(s.programme_id or ""),
+        }
+        for s, seats in sessions
+    ]
+    return render_template(
+        "registration/admin_sessions.html",
+        rows=rows,
+        filters=filters,
+        programmes=programmes,
+        stages=STAGE_NAMES,
+        states=STATE_NAMES,
+    )
+
+
+def _session_form_context(lab_session=None, values=None, errors=None) -> dict[str, Any]:
+    """What the session form (``registration/_session_form.html``) needs, filled from ``lab_session``."""
+    with runtime_of().reading() as uow:
+        programmes = domain.list_programmes(uow, limit=500)
+    if values is None:
+        values = {name: "" for name in SESSION_FORM_FIELDS}
+        values["waitlist"] = "on"
+        if lab_session is not None:
+            for name in SESSION_FORM_FIELDS:
+                value = getattr(lab_session, name, None)
+                values[name] = _local_input(value) if name in _TIME_FIELDS else ("" if value is None else str(value))
+            values["waitlist"] = "on" if lab_session.waitlist else ""
+    return {
+        "lab_session": lab_session,
+        "values": values,
+        "errors": errors or {},
+        "programmes": programmes,
+        "stages": STAGE_NAMES,
+        "schema_fields": SessionCreateSchema().fields,
+        "zone": runtime_of().settings.timezone,
+    }
+
+
+def _new_session_page(values=None, errors=None, status=200):
+    return render_template("registration/admin_session_new.html", **_session_form_context(None, values, errors)), status
+
+
+@pages.route("/admin/sessions/new", methods=["GET", "POST"])
+@page_requires("organiser")
+def admin_new_session():
+    """Create a session, as a draft or published at once. Organisers only."""
+    if request.method == "GET":
+        return _new_session_page()
+    schema = SessionCreateSchema()
+    values = {name: request.form.get(name, "") for name in (*SESSION_FORM_FIELDS, "waitlist")}
+    body = _session_input(request.form, schema.fields)
+    if "state" in schema.fields:
+        body["state"] = "published" if request.form.get("action") == "publish" else "draft"
+    try:
+        fields = schema.load(body)
+        with runtime_of().unit_of_work() as uow:
+            lab_session = domain.create_session(uow, fields, g.principal)
+            uow.commit()
+    except (ValidationError, RuleViolation) as error:
+        return _new_session_page(values=values, errors=_refusals(error), status=422)
+    flash(_("The session was saved."), "ok")
+    return redirect(f"/registration/admin/sessions/{lab_session.id}", 303)
+
+
+@pages.route("/admin/sessions/<session_id>", methods=["GET", "POST"])
+@page_requires("organiser")
+def admin_session(session_id: str):
+    """A session for its organisers: edit it, publish or cancel it, see its registrations. Organisers only."""
+    values: dict[str, Any] | None = None
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        schema = SessionCreateSchema(partial=True)
+        values = {name: request.form.get(name, "") for name in (*SESSION_FORM_FIELDS, "waitlist")}
+        try:
+            changes = schema.load(_session_input(request.form, schema.fields))
+            with runtime_of().unit_of_work() as uow:
+                domain.change_session(uow, session_id, changes)
+                uow.commit()
+        except (ValidationError, RuleViolation, Conflict) as error:
+            errors = _refusals(error) or {"_schema": [translate_refusal(str(getattr(error, "detail", error)))]}
+            status = 422
+        else:
+            flash(_("The session was saved."), "ok")
+            return redirect(f"/registration/admin/sessions/{session_id}", 303)
+    filters = {name: request.args.get(name, "") for name in ("status", "opd", "q")}
+    with runtime_of().reading() as uow:
+        lab_session = domain.get_session(uow, session_id)
+        seats = domain.seat_count(uow, lab_session)
+        registrations = domain.list_registrations(
+            uow,
+            session_id,
+            status=filters["status"] if filters["status"] in STATUS_NAMES else None,
+            opd=filters["opd"] or None,
+            search=filters["q"] or None,
+            limit=500,
+        )
+        counts = domain.registration_counts(uow, session_id)
+    return render_template(
+        "registration/admin_session.html",
+        **_session_form_context(lab_session, values, errors),
+        seats=seats,
+        state_name=STATE_NAMES.get(lab_session.state, lab_session.state),
+        registrations=registrations,
+        counts=counts,
+        filters=filters,
+        statuses=STATUS_NAMES,
+    ), status
+
+
+@pages.post("/admin/sessions/<session_id>/<action>")
+@page_requires("organiser")
+def admin_session_action(session_id: str, action: str):
+    """Publish or cancel a session (a POST with the form's CSRF token). Organisers only."""
+    operations = {"publish": domain.publish_session, "cancel": domain.cancel_session}
+    if action not in operations:
+        abort(404)
+    try:
+        with runtime_of().unit_of_work() as uow:
+            operations[action](uow, session_id)
+            uow.commit()
+        flash(_("The session is published.") if action == "publish" else _("The session is cancelled."), "ok")
+    except Conflict as error:
+        flash(translate_refusal(error.detail), "error")
+    return redirect(f"/registration/admin/sessions/{session_id}", 303)
