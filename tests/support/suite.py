@@ -163,6 +163,22 @@ class Suite:
                     total += sample.value
         return total
 
+    def start_alone(self, service: str, workers: int = 3) -> Suite:
+        """Migrate and start only ``service``'s web process (gunicorn with ``workers`` workers), no worker:
+        for tests that look at one service's web tier under load."""
+        self.start_broker()
+        self.labinov("migrate")
+        self.labinov("user", "create", "--role", "organiser", "--name", "Panitia", *self._organiser_args())
+        self._spawn(
+            f"{service}-web", web_command(service, "127.0.0.1", self.service_port(service), workers=workers), service
+        )
+        wait_until(
+            lambda: requests.get(self.url(service, "health/ready"), timeout=2).status_code == 200,
+            timeout=60,
+            what=f"{service} to be ready",
+        )
+        return self
+
     def start(self, workers: tuple[str, ...] = SERVICES) -> Suite:
         """Migrate, then start every web process and the named services' workers; wait until ready."""
         self.start_broker()
