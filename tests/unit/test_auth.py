@@ -106,6 +106,92 @@ def test_a_protected_endpoint_lets_an_allowed_role_through(app_for, mint_token, 
         assert response.status_code not in (401, 403), (endpoint, response.get_json())
 
 
+# --- participants' tokens: their own registration only --------------------------------------------------
+
+
+@pytest.fixture
+def two_registrations(registration_app):
+    """Two registrations for a one-seat session (one confirmed, one waiting), each with its participant token."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.registration import domain as registration_domain
+    from shared.tokens import Principal
+    from tests.support.suite import participant
+
+    runtime = registration_app.extensions["labinov"]
+    issuer = registration_app.extensions["labinov_issuer"]
+    start = datetime.now(UTC) + timedelta(days=10)
+    with runtime.unit_of_work() as uow:
+        lab_session = registration_domain.create_session(
+            uow,
+            {
+                "title": "Klinik",
+                "starts_at": start,
+                "ends_at": start + timedelta(hours=2),
+                "location": "Tarakan",
+                "capacity": 1,
+            },
+            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser"),
+        )
+        made = [registration_domain.register_participant(uow, lab_session.id, participant(i)) for i in (1, 2)]
+        uow.commit()
+    return [(r.id, registration_domain.participant_token(issuer, r, lab_session.ends_at)) for r in made]
+
+
+PARTICIPANT_ROUTES = [
+    ("GET", "/registration/api/v1/registrations/{id}"),
+    ("POST", "/registration/api/v1/registrations/{id}/cancel"),
+]
+
+
+@pytest.mark.parametrize(("method", "route"), PARTICIPANT_ROUTES)
+def test_a_participant_token_opens_its_own_registration(registration_client, two_registrations, method, route):
+    registration_id, token = two_registrations[1]
+    response = call(registration_client, method, route.format(id=registration_id), token)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["id"] == registration_id
+
+
+@pytest.mark.parametrize(("method", "route"), PARTICIPANT_ROUTES)
+def test_a_participant_token_of_another_registration_is_refused_with_403(
+    registration_client, two_registrations, method, route
+):
+    (mine, token), (other, _) = two_registrations
+    for target in (other, str(uuid.uuid4())):  # existing or not: the same answer, nothing revealed
+        response = call(registration_client, method, route.format(id=target), token)
+        assert response.status_code == 403, (method, target)
+        assert response.mimetype == "application/problem+json"
+
+
+def test_a_cancelled_registration_s_token_reads_that_it_is_cancelled_and_opens_nothing_else(
+    registration_client, two_registrations
+):
+    registration_id, token = two_registrations[0]
+    assert call(registration_client, "POST", f"/registration/api/v1/registrations/{registration_id}/cancel", token)
+    read = call(registration_client, "GET", f"/registration/api/v1/registrations/{registration_id}", token)
+    assert read.status_code == 200 and read.get_json()["status"] == "cancelled"
+    assert "nip" not in read.get_json() and "email" not in read.get_json()
+    again = call(registration_client, "POST", f"/registration/api/v1/registrations/{registration_id}/cancel", token)
+    assert again.status_code == 403
+
+
+def test_a_participant_token_opens_no_organiser_route(registration_app, two_registrations):
+    _registration_id, token = two_registrations[0]
+    for endpoint, method, url, roles in protected_calls(registration_app):
+        if "participant" not in roles:
+            response = call(registration_app.test_client(), method, url, token)
+            assert response.status_code == 403, endpoint
+
+
+def test_a_participant_token_lives_longer_than_an_organiser_s_and_every_service_accepts_it(app_for, two_registrations):
+    registration_id, token = two_registrations[0]
+    for service in SERVICES:
+        principal = app_for(service).extensions["labinov_verifier"].verify(token)
+        assert (principal.role, principal.account_id) == ("participant", registration_id)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] > 7 * 24 * 3600
+
+
 # --- the token endpoint -----------------------------------------------------------------------------------
 
 TOKEN_URL = "/registration/api/v1/auth/token"

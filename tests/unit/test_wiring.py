@@ -116,6 +116,30 @@ def test_a_domain_event_reaches_every_subscribed_service_once(broker):
         assert drain(broker, events_queue(service, broker)) == expected, service
 
 
+REGISTRATION_EVENTS = sorted(name for name in CATALOGUE if name.split(".")[0] in ("session", "registration"))
+
+
+def test_the_catalogue_holds_every_event_registration_emits():
+    assert set(REGISTRATION_EVENTS) >= {
+        "session.created",
+        "session.published",
+        "session.changed",
+        "session.cancelled",
+        "registration.confirmed",
+        "registration.waitlisted",
+        "registration.promoted",
+        "registration.cancelled",
+    }
+
+
+@pytest.mark.parametrize("event_type", REGISTRATION_EVENTS)
+def test_every_event_registration_emits_reaches_exactly_the_services_subscribed_to_it(broker, event_type):
+    broker.Producer().publish({"type": event_type}, exchange=EVENTS_EXCHANGE, routing_key=event_type)
+    for service in SUBSCRIPTIONS:
+        expected = [{"type": event_type}] if event_type in SUBSCRIPTIONS[service] else []
+        assert drain(broker, events_queue(service, broker)) == expected, service
+
+
 def test_a_retry_comes_back_to_one_service_only(broker):
     broker.Producer().publish({"n": 2}, exchange=RETRY_EXCHANGE, routing_key="notification-events")
     assert drain(broker, events_queue("notification", broker)) == [{"n": 2}]
