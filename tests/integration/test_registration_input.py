@@ -175,3 +175,93 @@ def test_an_unfit_session_gets_422_naming_the_field_and_nothing_is_written(clien
     assert field in response.get_json()["errors"]
     with runtime.engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(LabSession)) == 1  # the fixture's only
+
+
+def _organiser_headers(runtime) -> dict[str, str]:
+    token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
+        Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser")
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"year": 2027, "opds": ["Bappeda"]}, "name"),
+        ({"name": "Labinov", "year": "2027", "opds": ["Bappeda"]}, "year"),
+        ({"name": "Labinov", "year": 2027, "opds": []}, "opds"),
+        ({"name": "Labinov", "year": 2027, "opds": ["Bappeda\nBcc: x@example.go.id"]}, "opds"),
+        ({"name": "Labinov", "year": 2027, "opds": ["Bappeda"], "opd_quota": 0}, "opd_quota"),
+    ],
+    ids=["no-name", "year-as-text", "no-agencies", "agency-with-newline", "zero-quota"],
+)
+def test_an_unfit_programme_gets_422_naming_the_field_and_nothing_is_written(client_and_session, body, field):
+    from services.registration.tables import Programme
+
+    runtime, client, _ = client_and_session
+    response = client.post("/registration/api/v1/programmes", json=body, headers=_organiser_headers(runtime))
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]
+    with runtime.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Programme)) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"stage": "dream"}, "stage"),
+        ({"state": "cancelled"}, "state"),
+        ({"online_url": "javascript:alert(1)"}, "online_url"),
+        ({"waitlist": "sometimes"}, "waitlist"),
+        ({"programme_id": "no-such-programme"}, "programme_id"),
+        (
+            {
+                "registration_opens_at": "2027-02-20T09:00:00+08:00",
+                "registration_closes_at": "2027-02-10T09:00:00+08:00",
+            },
+            "registration_closes_at",
+        ),
+        ({"registration_opens_at": "2027-02-20T09:00:00"}, "registration_opens_at"),
+    ],
+    ids=["unknown-stage", "created-cancelled", "script-url", "waitlist-not-bool", "no-programme", "window", "naive"],
+)
+def test_an_unfit_new_session_field_gets_422_naming_it_and_nothing_is_written(client_and_session, changes, field):
+    runtime, client, _ = client_and_session
+    body = {
+        "title": "Coaching Clinic",
+        "starts_at": "2027-03-02T09:00:00+08:00",
+        "ends_at": "2027-03-02T12:00:00+08:00",
+        "location": "Tarakan",
+        "capacity": 12,
+        **changes,
+    }
+    response = client.post("/registration/api/v1/sessions", json=body, headers=_organiser_headers(runtime))
+    assert response.status_code == 422, response.get_json()
+    assert field in response.get_json()["errors"]
+    with runtime.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(LabSession)) == 1  # the fixture's only
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({**VALID, "language": "fr"}, "language"), ({**VALID, "job_title": "x" * 201}, "job_title")],
+    ids=["language", "job-title-too-long"],
+)
+def test_an_unfit_language_or_job_title_gets_422_and_nothing_is_written(client_and_session, body, field):
+    runtime, client, session_id = client_and_session
+    response = client.post(f"/registration/api/v1/sessions/{session_id}/registrations", json=body)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]
+    assert _written(runtime) == (0, 0)
+
+
+def test_a_change_that_breaks_a_rule_gets_422_and_changes_nothing(client_and_session):
+    runtime, client, session_id = client_and_session
+    url = f"/registration/api/v1/sessions/{session_id}"
+    headers = _organiser_headers(runtime)
+    for change, field in [({"ends_at": "2027-03-01T08:00:00+08:00"}, "ends_at"), ({"capacity": -1}, "capacity")]:
+        response = client.patch(url, json=change, headers=headers)
+        assert response.status_code == 422 and field in response.get_json()["errors"], response.get_json()
+    with runtime.engine.connect() as connection:
+        assert connection.scalar(select(LabSession.capacity)) == 10
+        assert connection.scalar(select(func.count()).where(runtime.outbox.c.event_type == "session.changed")) == 0
