@@ -745,9 +745,9 @@ def _fill_free_seats(
     opd_confirmed: dict[str, int] = {}
     if quota is not None:
         opd_confirmed = dict(
-            uow.session.execute(
-                select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == lab_session.id)
-            ).tuples().all()
+            uow.session.execute(select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == lab_session.id))
+            .tuples()
+            .all()
         )
     promoted: list[Registration] = []
     after = 0

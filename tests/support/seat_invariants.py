@@ -20,9 +20,9 @@ def seat_problems(runtime: ServiceRuntime, session_id: str) -> list[str]:
         programme = uow.session.get(Programme, lab_session.programme_id) if lab_session.programme_id else None
         rows = list(uow.session.scalars(select(Registration).where(Registration.session_id == session_id)))
         opd_counters = dict(
-            uow.session.execute(
-                select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == session_id)
-            ).tuples().all()
+            uow.session.execute(select(OpdSeats.opd, OpdSeats.confirmed).where(OpdSeats.session_id == session_id))
+            .tuples()
+            .all()
         )
         events = [
             json.loads(payload)
