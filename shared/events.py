@@ -115,7 +115,10 @@ CATALOGUE: dict[str, EventType] = {
         EventType("session.cancelled", "1", SessionDataV1, "An organiser cancelled a session."),
         EventType("registration.waitlisted", "1", RegistrationDataV1, "The session was full: on the waiting list."),
         EventType(
-            "registration.promoted", "1", RegistrationDataV1, "A seat came free: moved from the waiting list to confirmed."
+            "registration.promoted",
+            "1",
+            RegistrationDataV1,
+            "A seat came free: moved from the waiting list to confirmed.",
         ),
         EventType("registration.cancelled", "1", RegistrationDataV1, "The participant or an organiser cancelled it."),
         EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
