@@ -45,8 +45,9 @@ held *is* the rush's throughput):
 sessions (moving a registration) locks both session rows in id order. So no two operations can deadlock.
 The row lock guards every registration and counter of its session: no operation changes them without it.
 
-Only the session's state is re-read under the lock; a window time changed by an organiser while a
-registration is in flight applies from the next registration on.
+Everything a decision reads — state, window, capacity, counters, the programme's agencies and quota — comes
+from the locking statement itself, and every change to a session (publish, cancel, ``PATCH``) takes the same
+lock, so no decision ever acts on a value another transaction is changing.
 """
 
 from __future__ import annotations
