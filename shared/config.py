@@ -18,6 +18,10 @@ SERVICES = ("registration", "notification", "evaluation")
 
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "redis+socket", "memory")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+RATE_LIMIT_STORAGE_SCHEMES = ("redis", "rediss", "redis+unix")
+#: Generous enough for a whole agency registering from one office NAT (see ``shared/ratelimit.py``).
+DEFAULT_PUBLIC_RATE_LIMIT = "120/minute;1000/hour"
+DEFAULT_PUBLIC_RATE_LIMIT_PER_CLIENT = "300/minute;3000/hour"
 
 
 #: Every variable Labinov reads, with what it means. The README's table and the docker-compose check in
@@ -49,6 +53,13 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_TRUSTED_PROXY_HOPS": "how many gateways stand in front of the web processes and append to "
     "X-Forwarded-For; default 1 (the dev gateway or nginx). With 1 or more, never expose a service's own port "
     "to clients: they could name any address. 0 when clients reach the services directly",
+    "LABINOV_PUBLIC_RATE_LIMIT": "public writes (registering, cancelling) one client address may make for one "
+    "session, as a limits string; default 120/minute;1000/hour (a whole agency behind one office NAT). off turns "
+    "every public-write limit off (benchmarks, load tests)",
+    "LABINOV_PUBLIC_RATE_LIMIT_PER_CLIENT": "public writes one client address may make across all sessions; "
+    "default 300/minute;3000/hour; off turns this one off",
+    "LABINOV_RATE_LIMIT_STORAGE_URL": "the Redis every web process counts rate limits in (redis://, rediss://, "
+    "redis+unix://); unset = the broker's Redis (the embedded one on its socket); memory:// is refused",
     "PROMETHEUS_MULTIPROC_DIR": "a folder shared by a service's web and worker processes for metrics",
 }
 
@@ -79,6 +90,12 @@ class Settings:
     service_ports: dict[str, int]
     timezone: ZoneInfo
     trusted_proxy_hops: int
+    #: limits strings (``"120/minute;1000/hour"``); ``None`` when turned ``off``
+    public_rate_limit: str | None = DEFAULT_PUBLIC_RATE_LIMIT
+    public_rate_limit_per_client: str | None = DEFAULT_PUBLIC_RATE_LIMIT_PER_CLIENT
+    #: where every web process counts them; ``None`` when no shared Redis is known (start-up of a web
+    #: process with limits on then stops, naming the variable: see ``shared.ratelimit``)
+    rate_limit_storage_url: str | None = None
 
     @property
     def mailbox_dir(self) -> Path:
@@ -96,6 +113,54 @@ def embedded_broker_socket(data_dir: Path) -> Path:
 
 def embedded_broker_url(data_dir: Path) -> str:
     return f"redis+socket://{embedded_broker_socket(data_dir)}"
+
+
+def rate_limit_storage_url(env: dict[str, str], broker_url: str, broker_is_embedded: bool) -> str | None:
+    """Where rate limits are counted: ``LABINOV_RATE_LIMIT_STORAGE_URL``, else the broker's own Redis.
+
+    The embedded broker is a Redis on a unix socket under the data folder, shared by every process of the
+    suite, so the counters live there too (``redis+unix://``, the scheme the ``limits`` library reads). A
+    RabbitMQ broker holds no Redis: then there is no shared storage unless the variable names one.
+    Per-process memory (``memory://``) is refused: each of N web processes would count alone, letting one
+    client make N times the limit, and a restart would forget.
+    """
+    name = "LABINOV_RATE_LIMIT_STORAGE_URL"
+    if (env.get(name) or "").startswith("memory:"):
+        raise ConfigurationError(
+            f"{name}=memory:// counts in each process's own memory, so every web process would let a client "
+            "make the whole limit again; name a Redis every web process shares (redis://host:6379/0), or unset "
+            "it to use the broker's"
+        )
+    explicit = _url(env, name, RATE_LIMIT_STORAGE_SCHEMES)
+    if explicit:
+        return explicit
+    scheme = urlsplit(broker_url).scheme
+    if broker_is_embedded or scheme == "redis+socket":
+        return "redis+unix://" + broker_url.split("://", 1)[1]
+    if scheme in ("redis", "rediss"):
+        return broker_url
+    return None
+
+
+def _rate_limit(env: dict[str, str], name: str, default: str) -> str | None:
+    """A limits string (``60/minute;600/hour``) from ``name``, checked now; ``off`` is ``None``."""
+    from limits import parse_many
+
+    raw = (env.get(name) or default).strip()
+    if raw.lower() == "off":
+        return None
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        items = []
+    if not items:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a rate limit: write amounts per period separated by ';', such as "
+            f"{default!r}, or 'off'"
+        )
+    if any(item.amount < 1 for item in items):
+        raise ConfigurationError(f"{name}={raw!r} allows nothing at all; to turn the limit off write 'off'")
+    return raw
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 1, maximum: int = 65535) -> int:
@@ -182,13 +247,18 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
     if database_url and database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
     smtp_url = _url(env, "LABINOV_SMTP_URL", ("smtp", "smtps"))
+    resolved_broker_url = broker_url or embedded_broker_url(data_dir)
+    public_rate_limit = _rate_limit(env, "LABINOV_PUBLIC_RATE_LIMIT", DEFAULT_PUBLIC_RATE_LIMIT)
+    per_client_rate_limit = _rate_limit(
+        env, "LABINOV_PUBLIC_RATE_LIMIT_PER_CLIENT", DEFAULT_PUBLIC_RATE_LIMIT_PER_CLIENT
+    )
 
     return Settings(
         service=service,
         data_dir=data_dir,
         port=port,
         bind_host=env.get("LABINOV_BIND_HOST") or "127.0.0.1",
-        broker_url=broker_url or embedded_broker_url(data_dir),
+        broker_url=resolved_broker_url,
         broker_is_embedded=broker_url is None,
         database_url=database_url or f"sqlite:///{data_dir / (service + '.sqlite3')}",
         smtp_url=smtp_url,
@@ -208,4 +278,8 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         public_url=(env.get("LABINOV_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
         timezone=_timezone(env, "LABINOV_TIMEZONE", "Asia/Makassar"),
         trusted_proxy_hops=_int(env, "LABINOV_TRUSTED_PROXY_HOPS", 1, minimum=0, maximum=5),
+        # `off` turns every public-write limit off, the per-client one included
+        public_rate_limit=public_rate_limit,
+        public_rate_limit_per_client=per_client_rate_limit if public_rate_limit else None,
+        rate_limit_storage_url=rate_limit_storage_url(env, resolved_broker_url, broker_url is None),
     )
