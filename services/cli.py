@@ -1,11 +1,11 @@
 """The ``labinov`` command: run the suite, run one process, migrate, manage accounts.
 
-labinov run                      start every process on the embedded defaults (what `make run` does)
-labinov migrate [SERVICE ...]    bring databases to the newest schema
-labinov web SERVICE              one service's web process under gunicorn
-labinov worker SERVICE           one service's worker (consumer + outbox relay)
-labinov gateway                  the development gateway on LABINOV_PORT
-labinov user create --role organiser|evaluator --email EMAIL --password PASSWORD [--name N] [--opd O]
+Every command works on one suite: the data folder ``LABINOV_DATA_DIR`` (default ``./var`` under the folder
+the command runs in) and the databases the settings name (unset: SQLite files in that folder). Commands that
+write say which folder and database they write to; ``labinov user create`` refuses a data folder that holds
+no suite unless told ``--create``, because a command run from the wrong folder once silently made a new,
+empty database there. Every refusal is printed as sentences saying what to do, never as a traceback or a
+Python value.
 """
 
 from __future__ import annotations
@@ -15,47 +15,174 @@ import os
 import shlex
 import shutil
 import sys
+from pathlib import Path
 
 import click
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from shared.config import SERVICES, ConfigurationError, embedded_broker_socket, load_settings, redact_url
+from services.registration.rules import MIN_PASSWORD_LENGTH
+from shared.config import (
+    SERVICES,
+    ConfigurationError,
+    Settings,
+    embedded_broker_socket,
+    load_settings,
+    redact_url,
+)
+from shared.problems import Problem
 from shared.runtime import ServiceRuntime
 
+HELP = """Run the Labinov suite, one of its processes, its migrations, and manage accounts.
 
-def service_runtime(name: str) -> ServiceRuntime:
-    return importlib.import_module(f"services.{name}.bootstrap").bootstrap()
+It works on the data folder LABINOV_DATA_DIR (default: ./var in the current folder) and the databases the
+LABINOV_*_DATABASE_URL settings name (default: SQLite files in that folder). `labinov COMMAND --help` tells
+more about one command.
+"""
+
+
+def service_runtime(name: str, settings: Settings | None = None) -> ServiceRuntime:
+    return importlib.import_module(f"services.{name}.bootstrap").bootstrap(settings)
+
+
+def sentence(text: str) -> str:
+    """``text`` as a sentence: a capital first letter and a full stop."""
+    text = " ".join(text.split())
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+def _lower_first(text: str) -> str:
+    text = " ".join(text.split()).rstrip(".")
+    return text[:1].lower() + text[1:] if text[1:2].islower() or len(text) == 1 else text
+
+
+def refusal_sentences(doing: str, error: Problem, options: tuple[str, ...] = ()) -> str:
+    """A domain refusal as sentences: ``"Cannot create the account: password too short (--password: at
+    least 12 characters)."`` Field errors name the command-line option when there is one."""
+    detail = error.detail.strip().rstrip(".")
+    notes = []
+    for field, messages in (error.errors or {}).items():
+        name = f"--{field.replace('_', '-')}" if field in options else field.replace("_", " ")
+        for message in messages if isinstance(messages, list) else [str(messages)]:
+            if message.strip().rstrip(".") != detail:
+                notes.append(f"{name}: {_lower_first(message)}")
+    return sentence(f"{doing}: {_lower_first(detail)}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 class _Commands(click.Group):
-    """Every command reports an unusable setting as one line naming the variable, not as a traceback."""
+    """Every refusal is sentences: an unusable setting names its variable, an unreachable database says
+    which, a domain rule says what to change. ``--help`` lists every command, one per line."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ConfigurationError as exc:
-            raise click.ClickException(f"configuration: {exc}") from None
+            raise click.ClickException(sentence(f"The settings cannot be used: {exc}")) from None
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else "no answer"
+            raise click.ClickException(
+                sentence(
+                    f"A database could not be used ({_lower_first(reason)}); check the LABINOV_*_DATABASE_URL "
+                    "settings and that the database server is running"
+                )
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """One line per command, a group's commands each on their own line (``user create``)."""
+        rows = []
+        for name, command in _leaf_commands(self, ctx):
+            arguments = [piece for piece in command.collect_usage_pieces(ctx) if piece != "[OPTIONS]"]
+            rows.append((" ".join([name, *arguments]), command.get_short_help_str(limit=200)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows, col_max=24)
 
 
-@click.group(cls=_Commands, help=__doc__)
+def _leaf_commands(group: click.Group, ctx: click.Context, prefix: str = ""):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        if isinstance(command, click.Group):
+            yield from _leaf_commands(command, ctx, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+@click.group(cls=_Commands, help=HELP)
 def main() -> None:
     pass
 
 
-@main.command()
-@click.argument("services", nargs=-1, type=click.Choice(SERVICES))
+def _where(settings: Settings) -> str:
+    """Which data folder and database a command writes to, for its first lines of output."""
+    return (
+        f"Data folder: {settings.data_dir}\n"
+        f"{settings.service.capitalize()} database: {redact_url(settings.database_url)}"
+    )
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite file of ``settings``' database, or ``None`` when it is a server's database."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        return None
+    return Path(url.database or "")
+
+
+def _missing_suite(settings: Settings) -> str | None:
+    """Why the data folder and database of ``settings`` hold no suite, and what to do; ``None`` when they do.
+
+    A suite is there when the registration database has been migrated: its SQLite file exists (looked at
+    before anything opens it, since opening one creates it) and it, or the PostgreSQL database, has
+    Alembic's version table.
+    """
+    variable = f"LABINOV_{settings.service.upper()}_DATABASE_URL"
+    sqlite_file = _sqlite_file(settings)
+    if sqlite_file is not None and not sqlite_file.is_file():
+        return (
+            f"No Labinov suite is in the data folder {settings.data_dir}: its {settings.service} database "
+            f"{sqlite_file} does not exist. Run the command in the folder that holds the suite (the one "
+            f"`make run` was started in) or set LABINOV_DATA_DIR to the suite's data folder; add --create to "
+            f"start a new suite in {settings.data_dir}."
+        )
+    runtime = service_runtime(settings.service, settings)
+    try:
+        migrated = inspect(runtime.engine).has_table("alembic_version")
+    finally:
+        runtime.engine.dispose()
+    if migrated:
+        return None
+    return (
+        f"The {settings.service} database {redact_url(settings.database_url)} holds no Labinov suite: it was "
+        f"never migrated. Set {variable} to the suite's database, or run `labinov migrate` (or add --create) "
+        "to start a new suite in this one."
+    )
+
+
+@main.command(short_help="Bring databases to the newest schema (default: all).")
+@click.argument("services", nargs=-1, type=click.Choice(SERVICES), metavar="[SERVICE]...")
 def migrate(services: tuple[str, ...]) -> None:
-    """Migrate the databases of SERVICES (default: all three)."""
+    """Bring the databases of SERVICES (registration, notification, evaluation; default: all three) to the
+    newest schema, creating them if needed."""
     from shared.migrations import upgrade
 
-    for name in services or SERVICES:
-        upgrade(service_runtime(name))
-        click.echo(f"{name}: database is up to date")
+    settings = {name: load_settings(name) for name in services or SERVICES}
+    click.echo(f"Data folder: {next(iter(settings.values())).data_dir}")
+    for name, service_settings in settings.items():
+        upgrade(service_runtime(name, service_settings))
+        click.echo(f"{name}: database {redact_url(service_settings.database_url)} is up to date")
 
 
-@main.command()
-@click.argument("service", type=click.Choice(SERVICES))
+@main.command(short_help="Run one service's worker (consumer, outbox relay).")
+@click.argument("service", type=click.Choice(SERVICES), metavar="SERVICE")
 def worker(service: str) -> None:
-    """Run SERVICE's worker: its event consumer, its outbox relay and its background loops."""
+    """Run SERVICE's worker (registration, notification or evaluation): its event consumer, its outbox relay
+    and its background loops."""
     importlib.import_module(f"services.{service}.worker").main()
 
 
@@ -72,16 +199,16 @@ def web_command(service: str, host: str, port: int, workers: int = 2) -> list[st
     return gunicorn_command(f"services.{service}.wsgi:app", service, host, port, "--workers", str(workers))
 
 
-@main.command()
-@click.argument("service", type=click.Choice(SERVICES))
+@main.command(short_help="Run one service's web process under gunicorn.")
+@click.argument("service", type=click.Choice(SERVICES), metavar="SERVICE")
 @click.option("--workers", default=2, show_default=True)
 def web(service: str, workers: int) -> None:
-    """Run SERVICE's web process under gunicorn on its own port."""
+    """Run SERVICE's web process (registration, notification or evaluation) under gunicorn on its own port."""
     settings = load_settings(service)
     os.execv(sys.executable, web_command(service, settings.bind_host, settings.service_ports[service], workers))
 
 
-@main.command()
+@main.command(short_help="Serve the one address that routes to every service.")
 def gateway() -> None:
     """Serve the one address (LABINOV_PORT) that routes /<service>/ to each service's own port."""
     settings = load_settings("registration")
@@ -96,30 +223,43 @@ def user() -> None:
     """Organiser and evaluator accounts."""
 
 
-@user.command("create")
+@user.command("create", short_help="Create an organiser or evaluator account.")
 @click.option("--role", type=click.Choice(["organiser", "evaluator"]), required=True)
 @click.option("--email", required=True)
-@click.option("--password", required=True)
+@click.option("--password", required=True, help=f"at least {MIN_PASSWORD_LENGTH} characters")
 @click.option("--name", default=None)
 @click.option("--opd", default=None, help="the agency the account belongs to")
-def create_user(role: str, email: str, password: str, name: str | None, opd: str | None) -> None:
-    """Create an account that can sign in and receive tokens."""
+@click.option(
+    "--create",
+    "create_suite",
+    is_flag=True,
+    help="start a new suite in the data folder if it holds none (otherwise that is refused)",
+)
+def create_user(role: str, email: str, password: str, name: str | None, opd: str | None, create_suite: bool) -> None:
+    """Create an organiser or evaluator account that can sign in and receive tokens."""
     from services.registration.domain import create_account
     from shared.errors import DomainError
     from shared.migrations import upgrade
 
-    runtime = service_runtime("registration")
-    upgrade(runtime)
+    settings = load_settings("registration")
+    click.echo(_where(settings))
+    missing = _missing_suite(settings)
+    if missing and not create_suite:
+        raise click.ClickException(missing)
+    runtime = service_runtime("registration", settings)
+    upgrade(runtime)  # a suite made by an older version gets the newest schema; --create makes a new one
     try:
         with runtime.unit_of_work() as uow:
             account = create_account(uow, role, email, password, name, opd)
             uow.commit()  # the command opened the unit of work, so it commits (the domain never does)
     except DomainError as exc:
-        raise click.ClickException(f"{exc.detail} {exc.errors or ''}".strip()) from None
-    click.echo(f"created {account.role} {account.email} ({account.id})")
+        raise click.ClickException(refusal_sentences("Cannot create the account", exc, ("email", "password"))) from None
+    finally:
+        runtime.engine.dispose()
+    click.echo(f"Created {account.role} {account.email} ({account.id}).")
 
 
-@main.command()
+@main.command(short_help="Start the whole suite here; Ctrl-C stops it all.")
 def run() -> None:
     """Start the whole suite on this machine and stop it all on Ctrl-C."""
     from honcho.manager import Manager
@@ -129,10 +269,7 @@ def run() -> None:
     from shared.migrations import upgrade
     from shared.tokens import load_private_key_pem
 
-    try:
-        settings = {name: load_settings(name) for name in SERVICES}
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = {name: load_settings(name) for name in SERVICES}
     first = settings["registration"]
     if first.broker_url.startswith("memory://"):
         raise click.ClickException(
