@@ -313,8 +313,30 @@ def test_every_server_a_container_is_pointed_at_is_a_compose_service(name: str, 
     """A URL naming a host that compose does not run fails only at the first connection."""
     settings = container_settings(name, service)
     urls = [settings.broker_url, settings.database_url, settings.smtp_url, settings.jwks_url]
+    urls.append(settings.rate_limit_storage_url)
     hosts = {urlsplit(url).hostname for url in urls if url}
     assert hosts <= set(compose_services()), f"{name} points at {sorted(hosts - set(compose_services()))}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_web_container_counts_rate_limits_in_the_one_redis_compose_runs(service: str) -> None:
+    """With limits on and no shared storage a web process refuses to start; with one storage per container,
+    scaling out would multiply each client's allowance."""
+    settings = container_settings(web(service), service)
+    assert settings.public_rate_limit, f"{web(service)} runs without rate limits on public writes"
+    storage = urlsplit(settings.rate_limit_storage_url or "")
+    assert storage.scheme == "redis" and storage.hostname == "redis", storage.geturl()
+    assert "healthcheck" in compose_services()["redis"]
+    assert depends_on(web(service)).get("redis") == "service_healthy", f"{web(service)} does not wait for redis"
+    assert not compose_services()["redis"].get("ports"), "the counters' Redis is reachable from outside"
+
+
+def test_the_rate_limits_can_be_turned_off_for_a_load_test_from_the_environment() -> None:
+    env = {**STAND_IN_SECRETS, "LABINOV_PUBLIC_RATE_LIMIT": "off"}
+    raw = {key: interpolate(value, env) for key, value in environment(web("registration")).items()}
+    assert load_settings("registration", raw).public_rate_limit is None
+    defaults = container_settings(web("registration"), "registration")
+    assert defaults.public_rate_limit == "120/minute;1000/hour", "compose's default is not the code's"
 
 
 def test_database_urls_use_the_credentials_postgres_is_started_with() -> None:
