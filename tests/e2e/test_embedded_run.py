@@ -145,3 +145,26 @@ def test_make_run_without_smtp_keeps_mail_in_the_local_mailbox_and_keeps_data_ac
     assert "Coaching Clinic Inovasi" in page
     assert "Rina Marlina" in requests.get(again.url("/notification/mailbox"), timeout=5).text
     assert again.stop() == 0
+
+
+def test_user_create_finds_the_running_suite_from_its_folder_and_refuses_another_folder(run_command, tmp_path):
+    """The README's second terminal: `labinov user create` where `make run` runs writes into that suite; run
+    from another folder it says so, and creates no empty database there."""
+    run = run_command().start()
+    env = {name: value for name, value in run.env.items() if name != "LABINOV_DATA_DIR"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    arguments = [sys.executable, "-m", "services.cli", "user", "create", "--role", "organiser"]
+    arguments += ["--email", ORGANISER["email"], "--password", ORGANISER["password"]]
+
+    refused = subprocess.run(arguments, env=env, cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert f"No Labinov suite is in the data folder {elsewhere / 'var'}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (elsewhere / "var").exists()
+
+    created = subprocess.run(arguments, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    assert f"Data folder: {tmp_path / 'var'}" in created.stdout
+    assert requests.post(run.url("/registration/api/v1/auth/token"), json=ORGANISER, timeout=10).status_code == 200
+    assert run.stop() == 0
