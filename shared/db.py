@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, insert, text
+from sqlalchemy import Delete, Engine, Insert, Table, Update, create_engine, event, insert, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,6 +87,25 @@ def upsert(session: Session, table: Table, values: dict[str, Any], key: tuple[st
     session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
+def execute_together(session: Session, *statements: Insert | Update | Delete) -> None:
+    """Run the data-changing ``statements`` in the session's transaction, in one round trip where the
+    database allows it — for the writes a hot path makes while it holds a lock.
+
+    On PostgreSQL they are sent as one statement: all but the last become data-modifying CTEs of the last
+    (``WITH w1 AS (UPDATE …), w2 AS (INSERT …) INSERT …``). PostgreSQL runs every part, against one
+    snapshot and in no set order, so the statements must be independent of each other's effects (new rows
+    and rows the caller holds locked are; constraints still hold, and any failure fails them all). SQLite is
+    in-process, so there they simply run one after another.
+    """
+    if session.get_bind().dialect.name != "postgresql" or len(statements) == 1:
+        for statement in statements:
+            session.execute(statement)
+        return
+    *first, last = statements
+    ctes = [statement.cte(f"write_{index}") for index, statement in enumerate(first)]
+    session.execute(last.add_cte(*ctes))
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
@@ -130,6 +149,15 @@ class UnitOfWork:
 
     def publish(self, event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
         """Add event ``event_type`` to this transaction's outbox; it reaches the broker after commit."""
+        envelope, statement = self.event_insert(event_type, data, subject)
+        self.session.execute(statement)
+        return envelope
+
+    def event_insert(
+        self, event_type: str, data: dict[str, Any], subject: str | None = None
+    ) -> tuple[dict[str, Any], Insert]:
+        """The validated envelope of a new event and the outbox ``INSERT`` that publishes it, for a caller that
+        writes it together with its other changes (:func:`execute_together`); :meth:`publish` runs it at once."""
         envelope = make_event(
             event_type,
             data,
@@ -137,8 +165,8 @@ class UnitOfWork:
             correlation_id=current_correlation_id(),
             subject=subject,
         )
-        self.enqueue(envelope, exchange=EVENTS_EXCHANGE.name, routing_key=event_type)
-        return envelope
+        row = outbox_row(envelope, EVENTS_EXCHANGE.name, event_type, {}, None)
+        return envelope, insert(self._outbox).values(**row)
 
     def enqueue(
         self,

@@ -12,6 +12,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -142,6 +143,16 @@ class EnvelopeSchema(Schema):
     data = fields.Dict(required=True)
 
 
+#: One instance of each schema, made once: building a marshmallow schema costs more than using it, and
+#: ``load``/``dump``/``validate`` keep no state on the instance, so every thread may share them.
+_ENVELOPE = EnvelopeSchema()
+
+
+@cache
+def _data_schema(event_type: EventType) -> Schema:
+    return event_type.schema()
+
+
 @dataclass(frozen=True)
 class Event:
     """A validated event as consumers see it: envelope attributes plus loaded ``data``."""
@@ -163,7 +174,7 @@ def make_event(
     event_type = CATALOGUE.get(type)
     if event_type is None:
         raise InvalidEvent(f"unknown event type {type!r}; add it to shared/events.py")
-    schema = event_type.schema()
+    schema = _data_schema(event_type)
     as_json = json.loads(json.dumps(data, default=_json_default))
     try:
         loaded = schema.load(as_json)
@@ -181,7 +192,7 @@ def make_event(
         "correlationid": correlation_id,
         "data": schema.dump(loaded),
     }
-    errors = EnvelopeSchema().validate(envelope)
+    errors = _ENVELOPE.validate(envelope)
     if errors:  # a producer's mistake (say, an empty correlation id) must not reach consumers
         raise InvalidEvent(f"{type} envelope: {errors}")
     return envelope
@@ -198,14 +209,14 @@ def parse_event(body: Any) -> Event:
     if not isinstance(body, dict):
         raise InvalidEvent(f"an event is a JSON object, got {type(body).__name__}")
     try:
-        envelope = EnvelopeSchema().load(body, unknown="exclude")
+        envelope = _ENVELOPE.load(body, unknown="exclude")
     except ValidationError as exc:
         raise InvalidEvent(f"envelope: {exc.messages}") from None
     event_type = CATALOGUE[envelope["type"]]
     if envelope["dataversion"] != event_type.version:
         raise InvalidEvent(f"{event_type.name} dataversion {envelope['dataversion']!r} is not supported")
     try:
-        data = event_type.schema().load(envelope["data"], unknown="exclude")
+        data = _data_schema(event_type).load(envelope["data"], unknown="exclude")
     except ValidationError as exc:
         raise InvalidEvent(f"{event_type.name} data: {exc.messages}") from None
     return Event(
