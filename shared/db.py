@@ -15,12 +15,13 @@ through the helpers here, so that both engines behave alike where correctness de
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Delete, Engine, Insert, Table, Update, create_engine, event, insert, text
+from sqlalchemy import Delete, Engine, Insert, Table, Update, bindparam, create_engine, event, insert, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,23 +88,36 @@ def upsert(session: Session, table: Table, values: dict[str, Any], key: tuple[st
     session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
-def execute_together(session: Session, *statements: Insert | Update | Delete) -> None:
-    """Run the data-changing ``statements`` in the session's transaction, in one round trip where the
-    database allows it — for the writes a hot path makes while it holds a lock.
+#: One write of a hot path: a statement made once with named bind parameters, and this call's values.
+Write = tuple[Insert | Update | Delete, dict[str, Any]]
 
-    On PostgreSQL they are sent as one statement: all but the last become data-modifying CTEs of the last
-    (``WITH w1 AS (UPDATE …), w2 AS (INSERT …) INSERT …``). PostgreSQL runs every part, against one
-    snapshot and in no set order, so the statements must be independent of each other's effects (new rows
-    and rows the caller holds locked are; constraints still hold, and any failure fails them all). SQLite is
-    in-process, so there they simply run one after another.
+
+def execute_together(session: Session, *writes: Write) -> None:
+    """Run ``writes`` in the session's transaction, in one round trip where the database allows it — for the
+    writes a hot path makes while it holds a lock.
+
+    Each write is a statement template (made once, at import, with :func:`~sqlalchemy.bindparam` values named
+    apart from every other template's) and its values, so no statement is built or compiled per call.
+    On PostgreSQL the templates are sent as one statement: all but the last become data-modifying CTEs of the
+    last (``WITH w0 AS (UPDATE …), w1 AS (INSERT …) INSERT …``), combined once per set of templates.
+    PostgreSQL runs every part against one snapshot and in no set order, so the writes must not depend on each
+    other's effects (new rows and rows the caller holds locked do not; constraints still hold, and any failure
+    fails them all). SQLite is in-process, so there they simply run one after another.
     """
-    if session.get_bind().dialect.name != "postgresql" or len(statements) == 1:
-        for statement in statements:
-            session.execute(statement)
+    if session.get_bind().dialect.name != "postgresql" or len(writes) == 1:
+        for statement, values in writes:
+            session.execute(statement, values)
         return
+    values: dict[str, Any] = {}
+    for _statement, part in writes:
+        values.update(part)
+    session.execute(_combined(tuple(statement for statement, _values in writes)), values)
+
+
+@functools.cache
+def _combined(statements: tuple[Insert | Update | Delete, ...]) -> Insert | Update | Delete:
     *first, last = statements
-    ctes = [statement.cte(f"write_{index}") for index, statement in enumerate(first)]
-    session.execute(last.add_cte(*ctes))
+    return last.add_cte(*(statement.cte(f"w{index}") for index, statement in enumerate(first)))
 
 
 def is_postgresql(engine: Engine) -> bool:
@@ -149,14 +163,14 @@ class UnitOfWork:
 
     def publish(self, event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
         """Add event ``event_type`` to this transaction's outbox; it reaches the broker after commit."""
-        envelope, statement = self.event_insert(event_type, data, subject)
-        self.session.execute(statement)
+        envelope, (statement, values) = self.event_write(event_type, data, subject)
+        self.session.execute(statement, values)
         return envelope
 
-    def event_insert(
+    def event_write(
         self, event_type: str, data: dict[str, Any], subject: str | None = None
-    ) -> tuple[dict[str, Any], Insert]:
-        """The validated envelope of a new event and the outbox ``INSERT`` that publishes it, for a caller that
+    ) -> tuple[dict[str, Any], Write]:
+        """The validated envelope of a new event and the outbox write that publishes it, for a caller that
         writes it together with its other changes (:func:`execute_together`); :meth:`publish` runs it at once."""
         envelope = make_event(
             event_type,
@@ -166,7 +180,7 @@ class UnitOfWork:
             subject=subject,
         )
         row = outbox_row(envelope, EVENTS_EXCHANGE.name, event_type, {}, None)
-        return envelope, insert(self._outbox).values(**row)
+        return envelope, (_outbox_insert(self._outbox), {f"outbox_{name}": value for name, value in row.items()})
 
     def enqueue(
         self,
@@ -187,6 +201,16 @@ class UnitOfWork:
 
     def flush(self) -> None:
         self.session.flush()
+
+
+@functools.cache
+def _outbox_insert(outbox: Table) -> Insert:
+    """The outbox row insert, made once per table, its values named ``outbox_<column>``."""
+    columns = [column.key for column in outbox.columns if column.key in _OUTBOX_ROW_COLUMNS]
+    return insert(outbox).values({name: bindparam(f"outbox_{name}") for name in columns})
+
+
+_OUTBOX_ROW_COLUMNS = frozenset(outbox_row({}, "", "", {}, None))
 
 
 def ping(engine: Engine) -> None:
