@@ -12,4 +12,7 @@ def on_registration_confirmed(uow: UnitOfWork, event: Event) -> None:
     domain.record_participant(uow, event.data)
 
 
-HANDLERS: dict[str, Handler] = {"registration.confirmed": on_registration_confirmed}
+HANDLERS: dict[str, Handler] = {
+    "registration.confirmed": on_registration_confirmed,
+    "registration.promoted": on_registration_confirmed,  # a promoted registration is a confirmed one
+}

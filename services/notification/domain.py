@@ -65,6 +65,18 @@ _templates = Environment(
 SUBJECTS = {
     "registration_confirmed": "Pendaftaran dikonfirmasi · Registration confirmed: {session_title}",
     "registration_waitlisted": "Daftar tunggu · Waiting list: {session_title}",
+    "registration_promoted": "Kursi untuk Anda · A seat for you: {session_title}",
+    "registration_cancelled": "Pendaftaran dibatalkan · Registration cancelled: {session_title}",
+}
+
+#: Which mail tells a participant about a registration event, by the event's type and the status it reports.
+#: Any other combination is a producer's contradiction: the handler fails (KeyError) and the event ends in
+#: the dead-letter queue rather than sending a wrong mail.
+REGISTRATION_MAILS = {
+    ("registration.confirmed", "confirmed"): "registration_confirmed",
+    ("registration.waitlisted", "waitlisted"): "registration_waitlisted",
+    ("registration.promoted", "confirmed"): "registration_promoted",
+    ("registration.cancelled", "cancelled"): "registration_cancelled",
 }
 
 
@@ -108,17 +120,19 @@ def queue_mail(uow: UnitOfWork, recipient: str, template: str, context: dict[str
 
 
 def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo) -> Delivery:
-    """A registration was confirmed or waitlisted: tell the participant (times shown in ``timezone``)."""
+    """A registration was confirmed, waitlisted, promoted or cancelled: tell the participant (times shown in
+    ``timezone``, with its abbreviation, e.g. WITA)."""
     data = event.data
     recipient = remember_recipient(uow, data)
     context = {
         "name": data["name"],
         "opd": data["opd"],
         "session_title": data["session_title"],
-        "starts_at": data["session_starts_at"].astimezone(timezone).strftime("%d-%m-%Y %H:%M"),
+        "starts_at": data["session_starts_at"].astimezone(timezone).strftime("%d-%m-%Y %H:%M %Z"),
         "location": data["session_location"],
+        "position": data.get("waitlist_position"),
     }
-    return queue_mail(uow, recipient, "registration_" + data["status"], context, event)
+    return queue_mail(uow, recipient, REGISTRATION_MAILS[event.type, data["status"]], context, event)
 
 
 def list_deliveries(uow: UnitOfWork, email: str | None = None, limit: int = 100, offset: int = 0):

@@ -22,7 +22,4 @@ def on_registration(uow: UnitOfWork, event: Event) -> None:
     domain.notify_registration(uow, event, programme_timezone())
 
 
-HANDLERS: dict[str, Handler] = {
-    "registration.confirmed": on_registration,
-    "registration.waitlisted": on_registration,
-}
+HANDLERS: dict[str, Handler] = {event_type: on_registration for event_type, _status in domain.REGISTRATION_MAILS}

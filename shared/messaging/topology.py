@@ -27,8 +27,13 @@ EXCHANGES = {e.name: e for e in (EVENTS_EXCHANGE, RETRY_EXCHANGE, DEAD_EXCHANGE)
 #: Which event types each consuming service receives. Each service's handlers must match its line here
 #: (a test checks it), so this table is the suite's wiring diagram.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "notification": ("registration.confirmed", "registration.waitlisted"),
-    "evaluation": ("registration.confirmed",),
+    "notification": (
+        "registration.confirmed",
+        "registration.waitlisted",
+        "registration.promoted",
+        "registration.cancelled",
+    ),
+    "evaluation": ("registration.confirmed", "registration.promoted"),
 }
 
 
