@@ -89,6 +89,20 @@ class RegistrationDataV1(Schema):
     language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
 
 
+class CheckInDataV1(Schema):
+    """``participant.checked_in``: who came to which session, when, and which organiser let them in."""
+
+    registration_id = fields.Str(required=True)
+    session_id = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
+    name = fields.Str(required=True)
+    nip = fields.Str(required=True, validate=validate.Regexp(r"\A[0-9]{18}\Z"))
+    email = fields.Email(required=True)
+    opd = fields.Str(required=True)
+    checked_in_at = fields.AwareDateTime(required=True)
+    checked_in_by = fields.Str(required=True, metadata={"description": "the organiser's account id"})
+
+
 class NotificationDataV1(Schema):
     delivery_id = fields.Str(required=True)
     channel = fields.Str(required=True)
@@ -122,6 +136,9 @@ CATALOGUE: dict[str, EventType] = {
             "A seat came free: moved from the waiting list to confirmed.",
         ),
         EventType("registration.cancelled", "1", RegistrationDataV1, "The participant or an organiser cancelled it."),
+        EventType(
+            "participant.checked_in", "1", CheckInDataV1, "A participant's ticket was checked in at the session."
+        ),
         EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
         EventType("notification.failed", "1", NotificationDataV1, "A message could not be delivered."),
     ]

@@ -12,7 +12,8 @@ in ``rules.registration_access``):
   drafts too), ``POST /sessions/{id}/registrations``;
 - organisers: ``POST /programmes``; ``POST /sessions``, ``PATCH /sessions/{id}``, ``POST /sessions/{id}/publish``,
   ``POST /sessions/{id}/cancel``; ``GET /sessions/{id}/registrations`` (+ ``/counts``, ``.csv``);
-  ``POST /registrations/{id}/move``;
+  ``POST /registrations/{id}/move``; ``POST /sessions/{id}/check-ins`` and ``GET /sessions/{id}/check-ins``
+  (+ ``.csv``); ``POST /sessions/{id}/imports`` and ``GET /sessions/{id}/imports/{import id}``;
 - organisers, or the participant with their registration's token: ``GET /registrations/{id}`` and
   ``POST /registrations/{id}/cancel``. A participant token opens only its own registration: another
   registration's id is **403** — refused before any lookup, so it answers alike whether that registration
@@ -25,23 +26,41 @@ The participant's link (``manage_url`` in the 201 answer of a registration), whi
 (``domain.MANAGE_PATH``). The page reads the token from the query string and calls the two endpoints above
 with it as ``Authorization: Bearer``.
 
+Tickets: a confirmed registration's read carries ``ticket_code``, the signed check-in code its QR code holds
+(``rules.ticket_code``); organisers check it in with ``POST /sessions/{id}/check-ins``. Refusals: a code that
+is no signed ticket, or a ticket of another session → 422; a cancelled or waiting registration's ticket, a
+cancelled session, or a second check-in of the same ticket → 409; the problem's ``type`` names which
+(``invalid-ticket``, ``ticket-for-another-session``, ``ticket-cancelled``, ``ticket-waitlisted``,
+``session-cancelled``, ``already-checked-in``).
+
+Bulk imports: ``POST /sessions/{id}/imports`` takes the CSV as the body (``text/csv``) or as the ``file`` of a
+``multipart/form-data`` form, up to :data:`IMPORT_MAX_BYTES` (the suite's 64 KiB limit is for JSON; this
+route alone raises it, see :func:`accepts_uploads`). Small files are registered during the request, larger
+ones by the registration worker (``domain``'s section on bulk imports); the answer and ``GET …/imports/{id}``
+give the progress and the lines that need attention.
+
 Times in every answer are shown in the programme's time zone (``LABINOV_TIMEZONE``, WITA by default), by
 :func:`_shown` — the one place that converts them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from flask import Response, current_app, request
 from flask_smorest import Blueprint
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.registration import domain
-from services.registration.rules import STAGES, Access, SeatCount
+from services.registration.rules import STAGES, Access, SeatCount, import_progress, spreadsheet_csv
 from services.registration.schemas import (
+    CheckInRequestSchema,
+    CheckInSchema,
+    ImportQuerySchema,
+    ImportSchema,
     JwksSchema,
     MoveSchema,
     ParticipantSchema,
@@ -60,8 +79,10 @@ from services.registration.schemas import (
 )
 from services.registration.tables import LabSession, Programme, Registration
 from shared.auth import AuthError, Principal, current_principal, public, requires
+from shared.errors import DomainError
 from shared.http import PageQuerySchema, client_address, runtime_of
 from shared.idempotency import idempotent
+from shared.problems import Problem
 
 blp = Blueprint("registration_api", __name__, description="Accounts, programmes, sessions and registrations")
 
@@ -98,7 +119,9 @@ def _programme_view(programme: Programme) -> dict[str, Any]:
     }
 
 
-def _registration_view(registration: Registration, position: int | None, access: Access = Access.FULL) -> dict:
+def _registration_view(
+    registration: Registration, position: int | None, access: Access = Access.FULL, **extra: Any
+) -> dict:
     if access is Access.STATUS_ONLY:
         return {
             "id": registration.id,
@@ -114,6 +137,7 @@ def _registration_view(registration: Registration, position: int | None, access:
         "position": position,
         "created_at": _shown(registration.created_at),
         "cancelled_at": _shown(registration.cancelled_at),
+        **extra,
     }
 
 
@@ -336,7 +360,20 @@ def get_registration(registration_id):
     """One registration, with its waiting-list `position`: any for organisers, their own for participants."""
     with runtime_of().reading() as uow:
         registration, access = domain.read_registration(uow, registration_id, _caller())
-        return _registration_view(registration, registration.waitlist_position, access)
+        if access is not Access.FULL:
+            return _registration_view(registration, registration.waitlist_position, access)
+        arrived = domain.check_in_of(uow, registration.id)
+        return _registration_view(
+            registration,
+            registration.waitlist_position,
+            access,
+            ticket_code=domain.ticket_code(_ticket_key(), registration),
+            checked_in_at=_shown(arrived.checked_in_at) if arrived else None,
+        )
+
+
+def _ticket_key() -> bytes:
+    return domain.ticket_key(runtime_of().settings)
 
 
 @blp.post("/registrations/<registration_id>/cancel")
@@ -414,13 +451,13 @@ CSV_COLUMNS = (
     "language",
     "created_at",
 )
-#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _neutralised(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+def csv_answer(document: bytes, filename: str) -> Response:
+    """A CSV document (made by :func:`rules.spreadsheet_csv`) as a download."""
+    return Response(
+        document, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 @blp.get("/sessions/<session_id>/registrations.csv")
@@ -429,20 +466,237 @@ def _neutralised(value: Any) -> str:
 @blp.alt_response(404, description="No such session")
 def registrations_csv(session_id):
     """Every registration of the session as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised)."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    rows = []
     offset, page = 0, 1000
     with runtime_of().reading() as uow:
-        while rows := domain.list_registrations(uow, session_id, limit=page, offset=offset):
-            for registration, place in rows:
+        while found := domain.list_registrations(uow, session_id, limit=page, offset=offset):
+            for registration, place in found:
                 view = _registration_view(registration, place)
                 view["created_at"] = view["created_at"].isoformat()
-                writer.writerow([_neutralised(view[column]) for column in CSV_COLUMNS])
+                rows.append([view[column] for column in CSV_COLUMNS])
             offset += page
-    return Response(
-        out.getvalue().encode("utf-8"),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="registrations-{session_id[:36]}.csv"'},
-    )
+    return csv_answer(spreadsheet_csv(CSV_COLUMNS, rows), f"registrations-{session_id[:36]}.csv")
+
+
+# --- tickets and check-in ------------------------------------------------------------------------------
+
+
+def check_in_view(row: Any, registration: Registration) -> dict[str, Any]:
+    return {
+        "registration_id": registration.id,
+        "session_id": row.session_id,
+        "name": registration.name,
+        "nip": registration.nip,
+        "email": registration.email,
+        "opd": registration.opd,
+        "job_title": registration.job_title,
+        "checked_in_at": _shown(row.checked_in_at),
+        "checked_in_by": row.checked_in_by,
+        "checked_in_by_name": row.checked_in_by_name,
+    }
+
+
+@blp.post("/sessions/<session_id>/check-ins")
+@requires("organiser")
+@blp.arguments(CheckInRequestSchema)
+@blp.response(201, CheckInSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(
+    409,
+    description="A genuine ticket that cannot be checked in: already checked in (`already-checked-in`), "
+    "its registration cancelled (`ticket-cancelled`) or waiting (`ticket-waitlisted`), or the session "
+    "cancelled (`session-cancelled`); the problem's `type` names which",
+)
+@blp.alt_response(
+    422,
+    description="The code is no signed ticket — mistyped, mangled or forged (`invalid-ticket`) — or a "
+    "ticket of another session (`ticket-for-another-session`); `errors.code` says why",
+)
+def check_in(body, session_id):
+    """Check a participant in at the door by their ticket's code (scanned from its QR code, or typed).
+    Emits `participant.checked_in`. Two organisers scanning one ticket at once: exactly one 201."""
+    with runtime_of().unit_of_work() as uow:
+        row, registration = domain.check_in(uow, session_id, body["code"], _caller(), _ticket_key())
+        answer = check_in_view(row, registration)
+        uow.commit()
+    return answer
+
+
+@blp.get("/sessions/<session_id>/check-ins")
+@requires("organiser")
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, CheckInSchema(many=True))
+@blp.alt_response(404, description="No such session")
+def list_check_ins(page, session_id):
+    """The session's attendance: who was checked in, in the order they came."""
+    with runtime_of().reading() as uow:
+        found = domain.list_check_ins(uow, session_id, page["limit"], page["offset"])
+        return [check_in_view(row, registration) for row, registration in found]
+
+
+#: The attendance CSV's columns, in order.
+ATTENDANCE_COLUMNS = (
+    "registration_id",
+    "checked_in_at",
+    "name",
+    "nip",
+    "email",
+    "opd",
+    "job_title",
+    "checked_in_by_name",
+)
+
+
+def attendance_csv(session_id: str) -> Response:
+    """The session's attendance as a spreadsheet download (the API's and the organiser page's)."""
+    rows = []
+    offset, page = 0, 1000
+    with runtime_of().reading() as uow:
+        while found := domain.list_check_ins(uow, session_id, page, offset):
+            for row, registration in found:
+                view = check_in_view(row, registration)
+                view["checked_in_at"] = view["checked_in_at"].isoformat()
+                rows.append([view[column] for column in ATTENDANCE_COLUMNS])
+            offset += page
+    return csv_answer(spreadsheet_csv(ATTENDANCE_COLUMNS, rows), f"attendance-{session_id[:36]}.csv")
+
+
+@blp.get("/sessions/<session_id>/check-ins.csv")
+@requires("organiser")
+@blp.response(200, content_type="text/csv", description="UTF-8 with a BOM; formula-like cells start with '")
+@blp.alt_response(404, description="No such session")
+def check_ins_csv(session_id):
+    """The session's attendance as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised)."""
+    return attendance_csv(session_id)
+
+
+# --- bulk imports --------------------------------------------------------------------------------------
+
+#: The largest CSV an import takes (about 10,000 rows); the suite's 64 KiB is for JSON bodies.
+IMPORT_MAX_BYTES = 2 * 1024 * 1024
+
+
+class UploadTooLarge(Problem):
+    status = 413
+    title = "Content Too Large"
+    slug = "upload-too-large"
+
+
+def accepts_uploads(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Let this one view read a body up to :data:`IMPORT_MAX_BYTES` (Flask reads ``max_content_length``
+    per request); a larger one is a 413 that names this limit."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        request.max_content_length = IMPORT_MAX_BYTES
+        try:
+            return view(*args, **kwargs)
+        except RequestEntityTooLarge:
+            raise UploadTooLarge(f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MiB.") from None
+
+    return wrapper
+
+
+class UnsupportedUpload(DomainError):
+    status = 415
+    title = "Unsupported Media Type"
+    slug = "unsupported-media-type"
+
+
+def uploaded_csv() -> tuple[bytes, str | None]:
+    """The CSV of an import request: the ``file`` of a multipart form, or the body itself."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise domain.RuleViolation("Choose a CSV file to import.", {"file": ["Missing data for required field."]})
+        return upload.read(), upload.filename
+    if request.mimetype in ("text/csv", "text/plain", "application/csv", "application/vnd.ms-excel"):
+        return request.get_data(), request.headers.get("X-Filename")
+    raise UnsupportedUpload("Send the CSV as text/csv, or as the `file` of a multipart/form-data form.")
+
+
+def import_view(job: Any, lines: list[Any]) -> dict[str, Any]:
+    return {
+        **{
+            name: getattr(job, name)
+            for name in ("id", "session_id", "filename", "state", "total", "done", "confirmed", "waitlisted")
+        },
+        **{name: getattr(job, name) for name in ("duplicates", "invalid", "refused")},
+        "failed": job.invalid + job.refused,
+        "progress": import_progress(job.total, job.done),
+        "created_at": _shown(job.created_at),
+        "finished_at": _shown(job.finished_at),
+        "lines": [
+            {
+                "line": line.line,
+                "name": line.name,
+                "nip": line.nip,
+                "outcome": line.outcome,
+                "problems": line.problems,
+                "registration_id": line.registration_id,
+            }
+            for line in lines
+        ],
+    }
+
+
+def start_import(session_id: str, raw: bytes, filename: str | None, organiser: Principal) -> str:
+    """Record an import and, for a small file, register it now (see ``domain``); returns its id."""
+    runtime = runtime_of()
+    with runtime.unit_of_work() as uow:
+        job, held = domain.create_import(uow, session_id, raw, filename, organiser, ParticipantSchema().load)
+        uow.commit()
+    if held is not None:
+        domain.work_on_import(runtime.unit_of_work, domain.import_queue(runtime.engine), held, job.id)
+    return job.id
+
+
+_CSV_BODY = {
+    "required": True,
+    "description": "The agency's sheet saved as CSV (comma or semicolon, UTF-8 or Windows-1252): a header row "
+    "naming the columns — `nama`/`name`, `nip`, `email`, `ponsel`/`phone`, `opd`, optional `jabatan`/`job_title` "
+    "— then one participant per row.",
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+    },
+}
+
+
+@blp.post("/sessions/<session_id>/imports")
+@requires("organiser")
+@accepts_uploads
+@idempotent
+@blp.doc(requestBody=_CSV_BODY)
+@blp.response(201, ImportSchema)
+@blp.alt_response(404, description="No such session")
+@blp.alt_response(413, description=f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MiB")
+@blp.alt_response(415, description="Neither a text/csv body nor a multipart form with a `file`")
+@blp.alt_response(422, description="The file cannot be read as a whole (`errors.file`: no header, a column missing)")
+def import_registrations(session_id):
+    """Register an agency's participants from a CSV, through the same rules as the form. Invalid rows are
+    reported with line, field and reason; a NIP already registered is a `duplicate` (re-importing a file
+    registers nobody twice). Up to 50 rows are registered before the answer (`state` `finished`); a larger
+    file is registered by the worker: follow `GET …/imports/{id}` (`done` of `total`)."""
+    raw, filename = uploaded_csv()
+    import_id = start_import(session_id, raw, filename, _caller())
+    with runtime_of().reading() as uow:
+        job = domain.get_import(uow, session_id, import_id)
+        return import_view(job, domain.import_lines(uow, import_id, limit=500))
+
+
+@blp.get("/sessions/<session_id>/imports/<import_id>")
+@requires("organiser")
+@blp.arguments(ImportQuerySchema, location="query")
+@blp.response(200, ImportSchema)
+@blp.alt_response(404, description="No such import for this session")
+def get_import(query, session_id, import_id):
+    """An import's progress (`done` of `total`, `progress` 0..1) and its per-line report."""
+    with runtime_of().reading() as uow:
+        job = domain.get_import(uow, session_id, import_id)
+        lines = domain.import_lines(
+            uow, import_id, problems_only=query["lines"] == "problems", limit=query["limit"], offset=query["offset"]
+        )
+        return import_view(job, lines)

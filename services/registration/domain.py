@@ -52,14 +52,16 @@ lock, so no decision ever acts on a value another transaction is changing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from math import ceil
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import case, delete, func, literal, or_, select, update
+from marshmallow import ValidationError
+from sqlalchemy import Engine, case, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.registration import rules
@@ -68,6 +70,7 @@ from services.registration.rules import (
     SIGN_IN_WINDOW,
     Access,
     AttemptWindow,
+    CheckInRefusal,
     RegistrationAction,
     SeatCount,
     SeatOutcome,
@@ -79,11 +82,23 @@ from services.registration.rules import (
     decide_seat,
     normalise_email,
 )
-from services.registration.tables import Account, LabSession, LoginAttempts, OpdSeats, Programme, Registration
-from shared.clock import UTCDateTime
+from services.registration.tables import (
+    Account,
+    CheckIn,
+    LabSession,
+    LoginAttempts,
+    OpdSeats,
+    Programme,
+    Registration,
+    RegistrationImport,
+    RegistrationImportLine,
+)
+from shared.clock import UTCDateTime, utcnow
+from shared.config import Settings
 from shared.db import UnitOfWork, insert_or_update, new_id
 from shared.errors import Conflict, DomainError, NotFound, RuleViolation
-from shared.tokens import Principal, TokenIssuer
+from shared.tokens import Principal, TokenIssuer, load_secret_key
+from shared.workqueue import WorkQueue
 
 _password_hasher = PasswordHasher()
 
@@ -872,3 +887,433 @@ def participant_token(issuer: TokenIssuer, registration: Registration, session_e
 def manage_url(public_url: str, registration_id: str, token: str) -> str:
     """The participant's page for their registration, opened with their token."""
     return public_url.rstrip("/") + MANAGE_PATH.format(registration_id=registration_id, token=token)
+
+
+# --- tickets and check-in ------------------------------------------------------------------------------
+
+
+def ticket_key(settings: Settings) -> bytes:
+    """The key that signs ticket codes, derived from the service's secret key (the same in every web
+    process of the service, so a ticket shown by one is checked in by any other)."""
+    return rules.ticket_key(load_secret_key(settings))
+
+
+def ticket_code(key: bytes, registration: Registration) -> str | None:
+    """The registration's check-in code while it holds a seat, else ``None`` (waiting or cancelled: no ticket)."""
+    return rules.ticket_code(key, registration.id) if registration.status == "confirmed" else None
+
+
+class InvalidTicket(RuleViolation):
+    """The code is no ticket of Labinov's: mistyped, mangled, or forged (its signature does not match)."""
+
+    slug = "invalid-ticket"
+
+
+class CheckInRefused(DomainError):
+    """A genuine ticket that cannot be checked in here; the status and slug come from the refusal
+    (:data:`rules.CHECK_IN_REFUSALS`): 422 for another session's ticket, 409 for the rest."""
+
+    def __init__(self, refusal: CheckInRefusal, checked_in_at: datetime | None = None) -> None:
+        status, detail = rules.CHECK_IN_REFUSALS[refusal]
+        super().__init__(detail, {"code": [detail]} if status == 422 else None)
+        self.refusal = refusal
+        self.status = status
+        self.slug = refusal.value
+        self.title = "The input breaks a rule" if status == 422 else "Conflicts with the current state"
+        self.checked_in_at = checked_in_at
+
+
+def check_in(
+    uow: UnitOfWork, session_id: str, code: str, organiser: Principal, key: bytes, now: datetime | None = None
+) -> tuple[CheckIn, Registration]:
+    """Check the holder of ticket ``code`` in at session ``session_id``; the caller commits.
+
+    Refusals: a code that is no signed ticket → :class:`InvalidTicket` (422); a ticket of another session
+    (422), of a cancelled or waiting registration, for a cancelled session, or checked in before (409) →
+    :class:`CheckInRefused`. Adds ``participant.checked_in`` to the same transaction.
+
+    Concurrency: the ``check_ins`` primary key (the registration id) is the guard. Two organisers scanning
+    one ticket at once both find no check-in row and both insert one; on PostgreSQL the second insert waits
+    on the key until the first commits and then fails, on SQLite the second transaction waits for the write
+    lock (``BEGIN IMMEDIATE``) and then sees the row — either way exactly one 201, and the other is told
+    "already checked in" (409). The registration row is read ``FOR SHARE``, so a cancellation committing
+    at the same moment (its ``UPDATE`` of the row needs the row) either happens wholly before — and the
+    check-in sees ``cancelled`` — or waits until the check-in has committed. No deadlock: this takes one
+    row lock, and its inserts only ``KEY SHARE`` the session row, which the session lock never blocks.
+    """
+    now = now or datetime.now(UTC)
+    ticket = rules.read_ticket_code(code)
+    if ticket is None:
+        raise InvalidTicket(
+            "This is not a ticket code: a code has 16 letters and digits, e.g. ABCD-EFGH-JKLM-NPQR.",
+            {"code": ["Not a ticket code (16 letters and digits, e.g. ABCD-EFGH-JKLM-NPQR)."]},
+        )
+    lab_session = get_session(uow, session_id)
+    prefix = ticket.id_prefix
+    candidates = uow.session.scalars(
+        select(Registration.id).where(
+            Registration.id >= prefix, Registration.id < prefix + "g", Registration.id.like(prefix + "%")
+        )
+    ).all()
+    registration_id = next((rid for rid in candidates if rules.ticket_belongs_to(key, ticket, rid)), None)
+    if registration_id is None:
+        raise InvalidTicket(
+            "This ticket code is not valid: no ticket has it (check it was typed right).",
+            {"code": ["No ticket has this code."]},
+        )
+    registration = uow.session.scalars(
+        select(Registration)
+        .where(Registration.id == registration_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    ).one()
+    earlier = uow.session.get(CheckIn, registration.id)
+    refusal = rules.check_in_refusal(
+        session_id, lab_session.state, registration.session_id, registration.status, earlier is not None
+    )
+    if refusal is not None:
+        raise CheckInRefused(refusal, earlier.checked_in_at if earlier is not None else None)
+    row = CheckIn(
+        registration_id=registration.id,
+        session_id=session_id,
+        checked_in_at=now,
+        checked_in_by=organiser.account_id,
+        checked_in_by_name=organiser.name or organiser.email or None,
+    )
+    uow.session.add(row)
+    try:
+        uow.flush()
+    except IntegrityError:
+        raise CheckInRefused(CheckInRefusal.ALREADY_CHECKED_IN) from None
+    uow.publish(
+        "participant.checked_in",
+        {
+            "registration_id": registration.id,
+            "session_id": session_id,
+            "programme_id": lab_session.programme_id,
+            "name": registration.name,
+            "nip": registration.nip,
+            "email": registration.email,
+            "opd": registration.opd,
+            "checked_in_at": now,
+            "checked_in_by": organiser.account_id,
+        },
+        subject=registration.id,
+    )
+    return row, registration
+
+
+def list_check_ins(
+    uow: UnitOfWork, session_id: str, limit: int = 100, offset: int = 0
+) -> list[tuple[CheckIn, Registration]]:
+    """Who was checked in at the session, in the order they came."""
+    get_session(uow, session_id)
+    rows = uow.session.execute(
+        select(CheckIn, Registration)
+        .join(Registration, Registration.id == CheckIn.registration_id)
+        .where(CheckIn.session_id == session_id)
+        .order_by(CheckIn.checked_in_at, CheckIn.registration_id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [(check_in_row, registration) for check_in_row, registration in rows]
+
+
+def count_check_ins(uow: UnitOfWork, session_id: str) -> int:
+    return int(uow.session.scalar(select(func.count()).where(CheckIn.session_id == session_id)) or 0)
+
+
+def check_in_of(uow: UnitOfWork, registration_id: str) -> CheckIn | None:
+    """The registration's check-in, if it came."""
+    return uow.session.get(CheckIn, registration_id)
+
+
+# --- bulk imports of an agency's CSV -------------------------------------------------------------------
+#
+# Where the work happens: every row is checked against the API's participant schema when the file is
+# uploaded (so bad rows are reported at once, with line, field and reason), then each valid row is
+# registered through :func:`register_participant` — the same rules, locks and events as a registration
+# from the form — in a transaction of its own, so one import never holds the session row's lock for more
+# than one registration and a rush of registrations from the pages goes on beside it.
+#
+# A file with at most :data:`INLINE_IMPORT_LINES` rows to register is registered during the upload request
+# (the organiser sees the outcome at once); a larger one is left to the registration worker
+# (``import_loop``), which registers :data:`IMPORT_BATCH` lines per claim. Both go through the job row as a
+# work-queue row (``shared.workqueue``): the request creates the row already claimed by itself, the worker
+# claims due rows with a lease. Every line's transaction first renews the lease with the claim's token, so
+# only the current holder writes; a holder that dies leaves the rest of the lines to whoever claims the row
+# after the lease. A line's outcome and the job's counters are written in the line's own transaction, so
+# the progress is exact at every moment and no line is registered twice (a line is taken only while
+# ``pending``). Re-importing a file registers nobody twice: the same NIP for the session is refused by the
+# registrations' unique ``(session_id, nip)`` and reported as ``duplicate`` ("already registered").
+
+#: Rows to register that an upload request registers itself; more go to the worker.
+INLINE_IMPORT_LINES = 50
+#: Lines the worker registers per claim of an import (then it gives the job back, so imports take turns).
+IMPORT_BATCH = 50
+IMPORT_LEASE = timedelta(minutes=2)
+#: The job counter each line outcome adds to.
+_OUTCOME_COUNTERS = {
+    "confirmed": "confirmed",
+    "waitlisted": "waitlisted",
+    "duplicate": "duplicates",
+    "invalid": "invalid",
+    "refused": "refused",
+}
+#: Outcomes a person should look at in the report.
+IMPORT_PROBLEM_OUTCOMES = ("invalid", "refused", "duplicate")
+
+
+def import_queue(engine: Engine) -> WorkQueue:
+    """The import jobs as a work queue: unfinished jobs, oldest first."""
+    c = RegistrationImport.__table__.c
+    return WorkQueue(
+        engine,
+        RegistrationImport.__table__,
+        pending=(c.state != "finished",),
+        due_at=c.not_before,
+        order_by=(c.created_at,),
+        lease=IMPORT_LEASE,
+    )
+
+
+def _problems_of(messages: Any) -> list[dict[str, str | None]]:
+    """A schema's or rule's refusals as ``[{"field", "reason"}]``, one entry per field and reason."""
+    if not isinstance(messages, dict):
+        return [{"field": None, "reason": str(messages)}]
+    problems: list[dict[str, str | None]] = []
+    for name, reasons in messages.items():
+        for reason in reasons if isinstance(reasons, list) else [reasons]:
+            problems.append({"field": None if name == "_schema" else str(name), "reason": str(reason)})
+    return problems
+
+
+def create_import(
+    uow: UnitOfWork,
+    session_id: str,
+    raw: bytes,
+    filename: str | None,
+    organiser: Principal,
+    check_participant: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[RegistrationImport, str | None]:
+    """Record an import of ``raw`` (an agency's CSV) into the session, every row checked by
+    ``check_participant`` (the API's participant schema's ``load``: it raises marshmallow's
+    ``ValidationError`` naming the fields); the caller commits.
+
+    Returns the job and, for a small file, the claim token with which the caller registers it at once
+    (:func:`work_on_import`); ``None`` leaves it to the worker. A file that cannot be read as a whole is a
+    :class:`RuleViolation` naming ``file``.
+    """
+    lab_session = get_session(uow, session_id)
+    try:
+        sheet = rules.read_import_sheet(raw)
+    except rules.UnreadableSheet as exc:
+        raise RuleViolation(str(exc), {"file": [str(exc)]}) from None
+    now = datetime.now(UTC)
+    job = RegistrationImport(
+        id=new_id(),
+        session_id=lab_session.id,
+        filename=(filename or "")[:200] or None,
+        state="queued",
+        total=len(sheet.rows),
+        done=0,
+        confirmed=0,
+        waitlisted=0,
+        duplicates=0,
+        invalid=0,
+        refused=0,
+        created_by=organiser.account_id,
+        created_at=now,
+        not_before=utcnow(),
+    )
+    uow.session.add(job)
+    uow.flush()
+    to_register = 0
+    for row in sheet.rows:
+        line = RegistrationImportLine(
+            import_id=job.id, line=row.line, name=row.fields.get("name", "")[:200], nip=row.fields.get("nip", "")[:40]
+        )
+        try:
+            line.participant = check_participant({**row.fields, "language": "id"})
+            line.outcome = "pending"
+            to_register += 1
+        except ValidationError as error:
+            line.outcome, line.problems = "invalid", _problems_of(error.messages)
+            job.invalid += 1
+            job.done += 1
+        uow.session.add(line)
+    held = None
+    if to_register == 0:
+        job.state, job.finished_at = "finished", now
+    elif to_register <= INLINE_IMPORT_LINES:
+        held = uuid.uuid4().hex
+        job.state, job.claim_token, job.claimed_until = "running", held, utcnow() + IMPORT_LEASE
+    uow.flush()
+    return job, held
+
+
+def work_on_import(
+    unit_of_work: Callable[[], UnitOfWork],
+    queue: WorkQueue,
+    token: str,
+    import_id: str,
+    max_lines: int | None = None,
+) -> bool:
+    """Register up to ``max_lines`` (all when ``None``) pending lines of an import held with ``token``, each
+    in its own transaction (see the section's comment); finish the job when none is left. Returns whether
+    the job is finished. Stops early, changing nothing more, once the claim is no longer ``token``'s.
+    ``queue`` is :func:`import_queue` of the service's engine."""
+    with unit_of_work() as uow:
+        job = uow.session.get(RegistrationImport, import_id)
+        if job is None or job.claim_token != token:
+            return False
+        session_id = job.session_id
+        query = (
+            select(RegistrationImportLine.line, RegistrationImportLine.participant)
+            .where(RegistrationImportLine.import_id == import_id, RegistrationImportLine.outcome == "pending")
+            .order_by(RegistrationImportLine.line)
+        )
+        pending = uow.session.execute(query if max_lines is None else query.limit(max_lines)).all()
+        if job.state == "queued":
+            uow.session.execute(queue.guarded(token, [import_id]).values(state="running"))
+            uow.commit()
+    for line, participant in pending:
+        if not _register_line(unit_of_work, queue, token, import_id, session_id, line, participant):
+            return False
+    with unit_of_work() as uow:
+        left = uow.session.scalar(
+            select(func.count()).where(
+                RegistrationImportLine.import_id == import_id, RegistrationImportLine.outcome == "pending"
+            )
+        )
+        if left:
+            return False
+        finished = queue.finish(token, [import_id], on=uow.session, state="finished", finished_at=datetime.now(UTC))
+        uow.commit()
+    return finished == 1
+
+
+def _register_line(
+    unit_of_work: Callable[[], UnitOfWork],
+    queue: WorkQueue,
+    token: str,
+    import_id: str,
+    session_id: str,
+    line: int,
+    participant: dict[str, Any],
+) -> bool:
+    """Register one line, or record why not, with the job's counters, in one transaction; False if the
+    claim was lost (nothing written). A refusal rolls the registration back and is recorded afresh."""
+    with unit_of_work() as uow:
+        if not queue.renew(token, import_id, on=uow.session):
+            return False
+        try:
+            registration = register_participant(uow, session_id, _stored_participant(participant))
+        except (RuleViolation, Conflict) as error:
+            refusal = error
+        else:
+            _record_line(uow, import_id, line, registration.status, None, registration.id)
+            uow.commit()
+            return True
+    with unit_of_work() as uow:  # the failed attempt's transaction is gone; record the refusal in a new one
+        if not queue.renew(token, import_id, on=uow.session):
+            return False
+        if isinstance(refusal, Conflict) and refusal.errors and "nip" in refusal.errors:
+            outcome, problems = "duplicate", [{"field": "nip", "reason": "Already registered for this session."}]
+        elif isinstance(refusal, RuleViolation):
+            outcome, problems = "invalid", _problems_of(refusal.errors or {"_schema": [refusal.detail]})
+        else:
+            outcome, problems = "refused", [{"field": None, "reason": refusal.detail}]
+        _record_line(uow, import_id, line, outcome, problems, None)
+        uow.commit()
+    return True
+
+
+def _stored_participant(participant: dict[str, Any]) -> dict[str, Any]:
+    """A participant as stored in an import line (JSON): the fields :func:`register_participant` takes."""
+    return {name: participant.get(name) for name in ("name", "nip", "email", "phone", "opd", "job_title", "language")}
+
+
+def _record_line(
+    uow: UnitOfWork,
+    import_id: str,
+    line: int,
+    outcome: str,
+    problems: list[dict[str, str | None]] | None,
+    registration_id: str | None,
+) -> None:
+    changed = uow.session.execute(
+        update(RegistrationImportLine)
+        .where(
+            RegistrationImportLine.import_id == import_id,
+            RegistrationImportLine.line == line,
+            RegistrationImportLine.outcome == "pending",
+        )
+        .values(outcome=outcome, problems=problems, registration_id=registration_id)
+    ).rowcount
+    if changed:
+        counter = getattr(RegistrationImport, _OUTCOME_COUNTERS[outcome])
+        uow.session.execute(
+            update(RegistrationImport)
+            .where(RegistrationImport.id == import_id)
+            .values({RegistrationImport.done: RegistrationImport.done + 1, counter: counter + 1})
+        )
+
+
+def run_due_imports(unit_of_work: Callable[[], UnitOfWork], engine: Engine) -> int:
+    """The worker's turn: claim one due import, register a batch of its lines, give it back unless
+    finished. Returns how many imports it worked on (0: nothing due)."""
+    queue = import_queue(engine)
+    claim = queue.claim(1)
+    for job in claim.rows:
+        if not work_on_import(unit_of_work, queue, claim.token, job.id, IMPORT_BATCH):
+            queue.release(claim.token, [job.id])
+    return len(claim.rows)
+
+
+def get_import(uow: UnitOfWork, session_id: str, import_id: str) -> RegistrationImport:
+    job = uow.session.get(RegistrationImport, import_id)
+    if job is None or job.session_id != session_id:
+        raise NotFound(f"There is no import {import_id} for this session.")
+    return job
+
+
+def import_lines(
+    uow: UnitOfWork, import_id: str, *, problems_only: bool = True, limit: int = 100, offset: int = 0
+) -> list[RegistrationImportLine]:
+    """An import's lines in file order: those a person should look at (``problems_only``), or all."""
+    query = select(RegistrationImportLine).where(RegistrationImportLine.import_id == import_id)
+    if problems_only:
+        query = query.where(RegistrationImportLine.outcome.in_(IMPORT_PROBLEM_OUTCOMES))
+    return list(uow.session.scalars(query.order_by(RegistrationImportLine.line).limit(limit).offset(offset)))
+
+
+def list_imports(uow: UnitOfWork, session_id: str, limit: int = 20) -> list[RegistrationImport]:
+    return list(
+        uow.session.scalars(
+            select(RegistrationImport)
+            .where(RegistrationImport.session_id == session_id)
+            .order_by(RegistrationImport.created_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+# --- calendar entries ----------------------------------------------------------------------------------
+
+
+def session_calendar(lab_session: LabSession, public_url: str, zone: tzinfo) -> bytes:
+    """The session's ``.ics`` calendar entry (see :func:`rules.calendar_entry`)."""
+    page = f"{public_url.rstrip('/')}/registration/sessions/{lab_session.id}"
+    entry = rules.CalendarSession(
+        session_id=lab_session.id,
+        title=lab_session.title,
+        starts_at=lab_session.starts_at,
+        ends_at=lab_session.ends_at,
+        location=lab_session.location,
+        description=lab_session.description,
+        online_url=lab_session.online_url,
+        page_url=page,
+        cancelled=lab_session.state == "cancelled",
+    )
+    return rules.calendar_entry(entry, zone, datetime.now(UTC))

@@ -10,7 +10,12 @@ Who may open what (each view says so under its route):
 - the participant, with the link they were given (``/manage/<id>?token=…``, the token a participant token
   from registration's issuer, checked like a bearer token): their registration's page and its cancel form;
 - organisers: ``/admin/sessions`` (list, filters), ``/admin/sessions/new``, ``/admin/sessions/<id>`` (edit,
-  publish, cancel, registrations).
+  publish, cancel, registrations, attendance, imports), ``/admin/sessions/<id>/check-in`` (the door: type a
+  ticket's code, or scan its QR code where the phone's browser can), ``/admin/sessions/<id>/check-ins.csv``,
+  ``/admin/sessions/<id>/imports`` (upload an agency's CSV) and ``/admin/sessions/<id>/imports/<import id>``
+  (its progress, refreshing itself until done);
+- anyone: ``/sessions/<id>.ics``, a published (or cancelled) session's calendar entry;
+- the participant, with their link: ``/manage/<id>/ticket?token=…``, the printable ticket.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request
+import segno
+from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 from marshmallow import ValidationError
 
 from services.registration import domain, rules
+from services.registration.api import IMPORT_MAX_BYTES, attendance_csv, start_import
 from services.registration.schemas import ParticipantSchema, SessionCreateSchema, TokenRequestSchema
 from shared.errors import Conflict, DomainError, RuleViolation
 from shared.http import client_address, runtime_of
@@ -73,6 +81,15 @@ RULE_REFUSALS = (
     N_("Only a draft session can be published; this one is %(state)s."),
     N_("The session is already cancelled."),
     N_("A cancelled session cannot be changed."),
+    # rules.CHECK_IN_REFUSALS, as the door's page shows them
+    N_("This ticket is for another session."),
+    N_("This registration was cancelled; its ticket is no longer valid."),
+    N_("This registrant is on the waiting list and holds no seat yet."),
+    N_("This ticket was already checked in."),
+    N_("This is not a ticket code: a code has 16 letters and digits, e.g. ABCD-EFGH-JKLM-NPQR."),
+    N_("This ticket code is not valid: no ticket has it (check it was typed right)."),
+    N_("Not a ticket code (16 letters and digits, e.g. ABCD-EFGH-JKLM-NPQR)."),
+    N_("No ticket has this code."),
 )
 _TEMPLATED_RULE_REFUSALS = (
     (
@@ -289,6 +306,67 @@ def manage(registration_id: str):
         status_name=STATUS_NAMES.get(registration.status, registration.status),
         token=token,
         manage_link=request.url if token else None,
+        **_ticket_context(registration, access, token),
+    )
+
+
+def _ticket_context(registration, access, token: str) -> dict[str, Any]:
+    """What the ticket block of the manage page and the printable ticket show: the code, its QR code (an
+    inline SVG: no script, no extra request, prints as sharp as the page), and whether it was used."""
+    code = domain.ticket_code(domain.ticket_key(runtime_of().settings), registration) if access == "full" else None
+    if code is None:
+        return {"ticket_code": None, "ticket_qr": None, "checked_in": None, "ticket_link": None}
+    with runtime_of().reading() as uow:
+        arrived = domain.check_in_of(uow, registration.id)
+    qr = segno.make(code, error="m", micro=False)
+    svg = qr.svg_inline(scale=6, border=2, dark="#000", light="#fff", title=_("Ticket QR code"), svgclass="qr")
+    link = f"/registration/manage/{registration.id}/ticket" + (f"?token={token}" if token else "")
+    return {"ticket_code": code, "ticket_qr": Markup(svg), "checked_in": arrived, "ticket_link": link}
+
+
+@pages.get("/manage/<registration_id>/ticket")
+@page_public
+def ticket(registration_id: str):
+    """The printable ticket: the QR code and the code as text, large. Whoever holds the participant's link
+    (or an organiser) may open it; anyone else gets 403, and a registration without a seat has no ticket."""
+    token = request.args.get("token", "")
+    principal = _participant_from(token) if token else page_principal()
+    if principal is None:
+        return _link_refused()
+    try:
+        with runtime_of().reading() as uow:
+            registration, access = domain.read_registration(uow, registration_id, principal)
+            lab_session, programme = _session_and_programme(uow, registration.session_id)
+    except domain.NotAllowed:
+        return _link_refused()
+    context = _ticket_context(registration, access, token)
+    if context["ticket_code"] is None:
+        return error_page(404, detail=_("This registration has no ticket: only a confirmed seat has one."))
+    return render_template(
+        "registration/ticket.html",
+        registration=registration,
+        lab_session=lab_session,
+        programme=programme,
+        token=token,
+        **context,
+    )
+
+
+@pages.get("/sessions/<session_id>.ics")
+@page_public
+def session_calendar(session_id: str):
+    """The session's calendar entry (iCalendar). Anyone may download it, for a published or cancelled
+    session (a cancelled one says so, and a calendar that had it marks it cancelled); a draft is 404."""
+    runtime = runtime_of()
+    with runtime.reading() as uow:
+        lab_session = domain.get_session(uow, session_id)
+    if lab_session.state == "draft" and not _is_organiser():
+        abort(404)
+    body = domain.session_calendar(lab_session, runtime.settings.public_url, runtime.settings.timezone)
+    return Response(
+        body,
+        mimetype="text/calendar",
+        headers={"Content-Disposition": f'attachment; filename="labinov-{session_id[:36]}.ics"'},
     )
 
 
@@ -521,8 +599,12 @@ def admin_session(session_id: str):
             limit=500,
         )
         counts = domain.registration_counts(uow, session_id)
+        arrived = domain.count_check_ins(uow, session_id)
+        imports = domain.list_imports(uow, session_id, limit=5)
     return render_template(
         "registration/admin_session.html",
+        arrived=arrived,
+        imports=imports,
         **_session_form_context(lab_session, values, errors),
         seats=seats,
         state_name=STATE_NAMES.get(lab_session.state, lab_session.state),
@@ -548,3 +630,114 @@ def admin_session_action(session_id: str, action: str):
     except Conflict as error:
         flash(translate_refusal(error.detail), "error")
     return redirect(f"/registration/admin/sessions/{session_id}", 303)
+
+
+# --- the door: check-in, attendance -------------------------------------------------------------------
+
+
+@pages.route("/admin/sessions/<session_id>/check-in", methods=["GET", "POST"])
+@page_requires("organiser")
+def admin_check_in(session_id: str):
+    """Check participants in at the door by their ticket's code. Organisers only.
+
+    Typing the code always works (a plain form); ``labinov-check-in.js`` adds camera scanning where the
+    browser has the BarcodeDetector API, filling in the same form. Each POST answers with the outcome on the
+    same page (the code field empty and focused again), so a phone at the door goes from one to the next.
+    """
+    outcome: dict[str, Any] | None = None
+    status = 200
+    if request.method == "POST":
+        code = request.form.get("code", "")
+        try:
+            with runtime_of().unit_of_work() as uow:
+                row, registration = domain.check_in(
+                    uow, session_id, code, g.principal, domain.ticket_key(runtime_of().settings)
+                )
+                uow.commit()
+            outcome = {"ok": True, "registration": registration, "row": row}
+        except (domain.InvalidTicket, domain.CheckInRefused) as refusal:
+            outcome = {"ok": False, "reason": translate_refusal(refusal.detail), "code": code}
+            if isinstance(refusal, domain.CheckInRefused) and refusal.checked_in_at is not None:
+                outcome["checked_in_at"] = refusal.checked_in_at
+            status = refusal.status
+    with runtime_of().reading() as uow:
+        lab_session = domain.get_session(uow, session_id)
+        seats = domain.seat_count(uow, lab_session)
+        arrived = domain.count_check_ins(uow, session_id)
+        latest = domain.list_check_ins(uow, session_id, limit=500)[-5:]
+    return render_template(
+        "registration/admin_check_in.html",
+        lab_session=lab_session,
+        seats=seats,
+        arrived=arrived,
+        latest=list(reversed(latest)),
+        outcome=outcome,
+    ), status
+
+
+@pages.get("/admin/sessions/<session_id>/check-ins.csv")
+@page_requires("organiser")
+def admin_check_ins_csv(session_id: str):
+    """The session's attendance as a spreadsheet (the API's export). Organisers only."""
+    return attendance_csv(session_id)
+
+
+# --- bulk imports -------------------------------------------------------------------------------------
+
+
+def _allow_large_uploads() -> None:
+    """The import form's upload may be larger than the suite's JSON limit: raise it for that one view
+    before anything reads the body — CSRF protection reads the form in its own ``before_request`` hook,
+    so this hook is put in front of it (see :func:`_install_upload_limit`)."""
+    if request.endpoint == f"{pages.name}.admin_import":
+        request.max_content_length = IMPORT_MAX_BYTES
+
+
+@pages.record_once
+def _install_upload_limit(state) -> None:
+    state.app.before_request_funcs.setdefault(None, []).insert(0, _allow_large_uploads)
+
+
+@pages.post("/admin/sessions/<session_id>/imports")
+@page_requires("organiser")
+def admin_import(session_id: str):
+    """Upload an agency's CSV: its rows are registered through the same rules as the form. Organisers only."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        flash(_("Choose a CSV file to import."), "error")
+        return redirect(f"/registration/admin/sessions/{session_id}#import", 303)
+    try:
+        import_id = start_import(session_id, upload.read(), upload.filename, g.principal)
+    except RuleViolation as refusal:
+        flash(_("The file cannot be imported: %(reason)s", reason=refusal.detail), "error")
+        return redirect(f"/registration/admin/sessions/{session_id}#import", 303)
+    return redirect(f"/registration/admin/sessions/{session_id}/imports/{import_id}", 303)
+
+
+IMPORT_OUTCOME_NAMES = {
+    "pending": _l("waiting"),
+    "confirmed": _l("registered"),
+    "waitlisted": _l("on the waiting list"),
+    "duplicate": _l("already registered"),
+    "invalid": _l("invalid"),
+    "refused": _l("refused"),
+}
+
+
+@pages.get("/admin/sessions/<session_id>/imports/<import_id>")
+@page_requires("organiser")
+def admin_import_progress(session_id: str, import_id: str):
+    """An import's progress and its report; it refreshes itself every few seconds until done (a meta
+    refresh: no script needed). Organisers only."""
+    with runtime_of().reading() as uow:
+        lab_session = domain.get_session(uow, session_id)
+        job = domain.get_import(uow, session_id, import_id)
+        lines = domain.import_lines(uow, import_id, limit=500)
+    return render_template(
+        "registration/admin_import.html",
+        lab_session=lab_session,
+        job=job,
+        lines=lines,
+        progress=int(rules.import_progress(job.total, job.done) * 100),
+        outcome_names=IMPORT_OUTCOME_NAMES,
+    )

@@ -13,19 +13,33 @@ what they decided. An import-linter contract keeps SQLAlchemy, Flask, smtplib an
 - **session changes worth telling registrants about** (:func:`notable_changes`);
 - **the sign-in throttle** — may this attempt check a password, or wait how long (:func:`sign_in_verdict`);
 - **participant data** — NIP, mobile number and e-mail rules;
-- **accounts** — the roles an account may have.
+- **accounts** — the roles an account may have;
+- **tickets** — the signed check-in code of a registration, and reading a typed or scanned one back
+  (:func:`ticket_code`, :func:`read_ticket_code`), and whether a ticket may be checked in
+  (:func:`check_in_refusal`);
+- **spreadsheets** — cells a spreadsheet would run as formulas (:func:`spreadsheet_cell`, the one home of
+  the CSV exports' writer, :func:`spreadsheet_csv`), and reading the CSV an agency sends for a bulk import
+  (:func:`read_import_sheet`);
+- **calendar entries** — a session as an iCalendar ``VEVENT`` (:func:`calendar_entry`).
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
+import hmac
+import io
 import ipaddress
 import re
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from math import ceil
 from typing import Any
 
+import icalendar
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
@@ -363,3 +377,271 @@ def normalise_email(raw: str) -> str:
         return validate_email(raw, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+
+
+# --- tickets -------------------------------------------------------------------------------------------
+#
+# A ticket's check-in code is 10 bytes written as 16 base32 letters in four groups (``ABCD-EFGH-JKLM-NPQR``):
+# short enough to type from a phone screen or a printout, and a QR code of it is small (the letters, digits
+# and ``-`` are the QR alphanumeric set). The bytes are the first 4 bytes of the registration id (so the
+# code finds its registration with one indexed lookup, without a stored code) followed by the first 6 bytes
+# of an HMAC-SHA256 of the whole registration id under a key derived from the service's secret key. Without
+# the key nobody can make a code for a registration (one guess in 2**48 is right), and a code belongs to one
+# registration only; two registrations that share the 4-byte prefix are told apart by the MAC.
+
+#: Bytes of the registration id at the start of a code, and of the MAC after it.
+TICKET_ID_BYTES = 4
+TICKET_MAC_BYTES = 6
+_TICKET_LETTERS = 16
+_TICKET_KEY_PURPOSE = b"labinov registration ticket codes v1"
+#: Letters people (and phone keyboards) type for the base32 letters they look like.
+_LOOK_ALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
+_BASE32 = re.compile(r"[A-Z2-7]{16}")
+
+
+def ticket_key(service_secret: bytes) -> bytes:
+    """The key of ticket codes, derived from the service's secret key (never the secret itself, so a code
+    reveals nothing about the key that signs the page sessions)."""
+    return hmac.new(service_secret, _TICKET_KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def _ticket_mac(key: bytes, registration_id: str) -> bytes:
+    return hmac.new(key, registration_id.encode(), hashlib.sha256).digest()[:TICKET_MAC_BYTES]
+
+
+def ticket_code(key: bytes, registration_id: str) -> str:
+    """The check-in code of registration ``registration_id`` (a UUID), e.g. ``"ABCD-EFGH-JKLM-NPQR"``."""
+    prefix = bytes.fromhex(registration_id.replace("-", "")[: TICKET_ID_BYTES * 2])
+    letters = base64.b32encode(prefix + _ticket_mac(key, registration_id)).decode()
+    return "-".join(letters[i : i + 4] for i in range(0, _TICKET_LETTERS, 4))
+
+
+@dataclass(frozen=True)
+class TypedTicket:
+    """A code as typed or scanned, read back: the registration-id prefix to look up, and the whole code."""
+
+    id_prefix: str  # the first 8 hex digits of the registration id
+    code: str  # normalised: ``ABCD-EFGH-JKLM-NPQR``
+
+
+def read_ticket_code(typed: str) -> TypedTicket | None:
+    """The code in what someone typed or a camera scanned (any case, spaces or dashes, 0/1/8 for O/I/B), or
+    ``None`` if it cannot be a ticket code. Whether it is *signed* is :func:`ticket_belongs_to`'s question."""
+    letters = re.sub(r"[\s\-]", "", typed or "").upper().translate(_LOOK_ALIKES)
+    if not _BASE32.fullmatch(letters):
+        return None
+    raw = base64.b32decode(letters)
+    return TypedTicket(raw[:TICKET_ID_BYTES].hex(), "-".join(letters[i : i + 4] for i in range(0, 16, 4)))
+
+
+def ticket_belongs_to(key: bytes, ticket: TypedTicket, registration_id: str) -> bool:
+    """Whether ``ticket`` is the signed code of ``registration_id`` (compared in constant time)."""
+    return hmac.compare_digest(ticket_code(key, registration_id), ticket.code)
+
+
+class CheckInRefusal(StrEnum):
+    """Why a real ticket cannot be checked in at this session; the value is the problem's type slug."""
+
+    ANOTHER_SESSION = "ticket-for-another-session"  # 422: the code is not a ticket of this session
+    CANCELLED = "ticket-cancelled"  # 409
+    WAITLISTED = "ticket-waitlisted"  # 409: no seat, so no ticket yet
+    ALREADY_CHECKED_IN = "already-checked-in"  # 409
+    SESSION_CANCELLED = "session-cancelled"  # 409
+
+
+#: What each refusal tells the organiser at the door, and its HTTP status.
+CHECK_IN_REFUSALS: dict[CheckInRefusal, tuple[int, str]] = {
+    CheckInRefusal.ANOTHER_SESSION: (422, "This ticket is for another session."),
+    CheckInRefusal.CANCELLED: (409, "This registration was cancelled; its ticket is no longer valid."),
+    CheckInRefusal.WAITLISTED: (409, "This registrant is on the waiting list and holds no seat yet."),
+    CheckInRefusal.ALREADY_CHECKED_IN: (409, "This ticket was already checked in."),
+    CheckInRefusal.SESSION_CANCELLED: (409, "The session has been cancelled."),
+}
+
+
+def check_in_refusal(
+    session_id: str, session_state: str, ticket_session_id: str, ticket_status: str, already_checked_in: bool
+) -> CheckInRefusal | None:
+    """Why the registration behind a genuine ticket may not be checked in at session ``session_id``, or
+    ``None`` if it may. Checked in this order, so the organiser hears the most useful reason first: a
+    ticket of another session, a cancelled session, a cancelled or waiting registration, a second scan."""
+    if ticket_session_id != session_id:
+        return CheckInRefusal.ANOTHER_SESSION
+    if session_state == "cancelled":
+        return CheckInRefusal.SESSION_CANCELLED
+    if ticket_status == "cancelled":
+        return CheckInRefusal.CANCELLED
+    if ticket_status == "waitlisted":
+        return CheckInRefusal.WAITLISTED
+    if already_checked_in:
+        return CheckInRefusal.ALREADY_CHECKED_IN
+    return None
+
+
+# --- spreadsheets --------------------------------------------------------------------------------------
+
+#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> str:
+    """``value`` as a CSV cell a spreadsheet shows as text: one that would start a formula gets a ``'``."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def spreadsheet_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """A CSV document that opens cleanly in a spreadsheet: UTF-8 with a BOM (Excel then reads the accents
+    of Indonesian names right), a header row, every cell through :func:`spreadsheet_cell`. The one writer
+    of every export of the service (registrations, attendance)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([spreadsheet_cell(value) for value in row])
+    return out.getvalue().encode("utf-8")
+
+
+#: Header names an agency's sheet may use for each registration field (compared lower-cased, trimmed).
+IMPORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "name": ("name", "full name", "nama", "nama lengkap"),
+    "nip": ("nip",),
+    "email": ("email", "e-mail", "surel", "alamat e-mail", "alamat email"),
+    "phone": ("phone", "mobile", "mobile number", "ponsel", "nomor ponsel", "no hp", "no. hp", "hp", "telepon"),
+    "opd": ("opd", "agency", "perangkat daerah", "perangkat daerah (opd)", "instansi", "unit kerja"),
+    "job_title": ("job_title", "job title", "position", "jabatan"),
+}
+#: The columns a sheet must have; ``job_title`` may be missing.
+REQUIRED_IMPORT_COLUMNS = ("name", "nip", "email", "phone", "opd")
+#: The most rows one import takes (a whole province's civil servants would be several files).
+MAX_IMPORT_ROWS = 20_000
+
+
+class UnreadableSheet(ValueError):
+    """The file as a whole cannot be imported (not text, no header, a required column missing)."""
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One data row of an import: the line it starts on in the file (the header is line 1), and its
+    registration fields by the API's names (blank cells left out, so a required one is "missing")."""
+
+    line: int
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImportSheet:
+    rows: list[SheetRow]
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def _decode_sheet(raw: bytes) -> str:
+    """UTF-8 (with or without the BOM spreadsheets write), else Windows-1252, which Excel's plain "CSV"
+    saves in; a file that is neither (a spreadsheet's binary format) is refused."""
+    if b"\x00" in raw[:4096]:
+        raise UnreadableSheet("The file is not a CSV text file (save the sheet as CSV UTF-8).")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def read_import_sheet(raw: bytes) -> ImportSheet:
+    """The rows of the CSV an agency sends: comma- or semicolon-separated (Excel in Indonesian locales
+    writes ``;``), headers in Indonesian or English (:data:`IMPORT_COLUMNS`), blank lines skipped.
+
+    Raises :class:`UnreadableSheet` with a sentence when the file as a whole cannot be imported; a row with
+    wrong values is *not* refused here — each row is checked by the registration rules, line by line.
+    """
+    text = _decode_sheet(raw)
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UnreadableSheet("The file is empty.") from None
+    except csv.Error as exc:
+        raise UnreadableSheet(f"The file is not a readable CSV: {exc}.") from None
+    names = {alias: name for name, aliases in IMPORT_COLUMNS.items() for alias in aliases}
+    columns = [names.get(cell.strip().lower()) for cell in header]
+    missing = [name for name in REQUIRED_IMPORT_COLUMNS if name not in columns]
+    if missing:
+        raise UnreadableSheet(
+            "The first line must name the columns; missing: " + ", ".join(missing) + " "
+            "(accepted names: " + "; ".join(f"{n}: {', '.join(IMPORT_COLUMNS[n])}" for n in missing) + ")."
+        )
+    ignored = [cell.strip() for cell, name in zip(header, columns, strict=False) if name is None and cell.strip()]
+    rows: list[SheetRow] = []
+    next_line = reader.line_num + 1
+    try:
+        for cells in reader:
+            line, next_line = next_line, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(rows) >= MAX_IMPORT_ROWS:
+                raise UnreadableSheet(f"The file has more than {MAX_IMPORT_ROWS} rows; split it into several files.")
+            values = {
+                name: cell.strip()
+                for name, cell in zip(columns, cells, strict=False)
+                if name is not None and cell.strip()
+            }
+            rows.append(SheetRow(line, values))
+    except csv.Error as exc:
+        raise UnreadableSheet(f"Line {next_line} is not readable CSV: {exc}.") from None
+    return ImportSheet(rows, ignored)
+
+
+def import_progress(total: int, done: int) -> float:
+    """How far an import is, from 0.0 to 1.0 (an empty import is done)."""
+    return 1.0 if total == 0 else round(min(done, total) / total, 4)
+
+
+# --- calendar entries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalendarSession:
+    """What a calendar entry says about a session."""
+
+    session_id: str
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    location: str
+    description: str | None
+    online_url: str | None
+    page_url: str
+    cancelled: bool = False
+
+
+def calendar_entry(session: CalendarSession, zone: tzinfo, stamp: datetime) -> bytes:
+    """The session as an iCalendar file with one ``VEVENT`` (RFC 5545).
+
+    The ``UID`` is the session id, so a calendar that imports the file again (after a change) updates the
+    entry instead of adding a second one; the times are written in the programme's time zone with its
+    ``VTIMEZONE``, so a phone shows the local hour; a cancelled session says ``STATUS:CANCELLED``.
+    """
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//Labinov//Registration//ID")
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    event = icalendar.Event()
+    event.add("uid", f"{session.session_id}@labinov")
+    event.add("dtstamp", stamp)
+    event.add("dtstart", session.starts_at.astimezone(zone))
+    event.add("dtend", session.ends_at.astimezone(zone))
+    event.add("summary", session.title)
+    event.add("location", session.location)
+    lines = [session.description or ""]
+    if session.online_url:
+        lines.append(f"Online: {session.online_url}")
+    lines.append(session.page_url)
+    event.add("description", "\n\n".join(line for line in lines if line))
+    event.add("url", session.online_url or session.page_url)
+    event.add("status", "CANCELLED" if session.cancelled else "CONFIRMED")
+    calendar.add_component(event)
+    calendar.add_missing_timezones()
+    return calendar.to_ical()

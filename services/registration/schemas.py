@@ -232,6 +232,15 @@ class RegistrationSchema(Schema):
     language = fields.Str(validate=validate.OneOf(["id", "en"]))
     created_at = fields.AwareDateTime()
     cancelled_at = fields.AwareDateTime(allow_none=True)
+    ticket_code = fields.Str(
+        allow_none=True,
+        metadata={
+            "description": "the signed check-in code of the ticket while confirmed (the QR code holds it); "
+            "null while waiting, absent once cancelled",
+            "example": "ABCD-EFGH-JKLM-NPQR",
+        },
+    )
+    checked_in_at = fields.AwareDateTime(allow_none=True, metadata={"description": "when the ticket was checked in"})
 
 
 class RegistrationCreatedSchema(RegistrationSchema):
@@ -264,3 +273,77 @@ class OpdCountsSchema(StatusCountsSchema):
 class RegistrationCountsSchema(Schema):
     by_status = fields.Nested(StatusCountsSchema, required=True)
     by_opd = fields.List(fields.Nested(OpdCountsSchema), required=True)
+
+
+class CheckInRequestSchema(RequestSchema):
+    code = fields.Str(
+        required=True,
+        validate=[validate.Length(min=1, max=64), one_line],
+        metadata={"description": "the ticket's code, as scanned or typed (case, spaces and dashes do not matter)"},
+    )
+
+
+class CheckInSchema(Schema):
+    """One participant checked in at a session."""
+
+    registration_id = fields.Str(required=True)
+    session_id = fields.Str(required=True)
+    name = fields.Str(required=True)
+    nip = fields.Str(required=True)
+    email = fields.Str(required=True)
+    opd = fields.Str(required=True)
+    job_title = fields.Str(allow_none=True)
+    checked_in_at = fields.AwareDateTime(required=True)
+    checked_in_by = fields.Str(required=True, metadata={"description": "the organiser's account id"})
+    checked_in_by_name = fields.Str(allow_none=True)
+
+
+class ImportProblemSchema(Schema):
+    field = fields.Str(allow_none=True, required=True, metadata={"description": "the column, or null for the row"})
+    reason = fields.Str(required=True)
+
+
+class ImportLineSchema(Schema):
+    line = fields.Int(required=True, metadata={"description": "line in the file; the header is line 1"})
+    name = fields.Str(allow_none=True)
+    nip = fields.Str(allow_none=True)
+    outcome = fields.Str(
+        required=True,
+        validate=validate.OneOf(["pending", "confirmed", "waitlisted", "duplicate", "invalid", "refused"]),
+        metadata={"description": "`duplicate`: already registered for the session (nothing was changed)"},
+    )
+    problems = fields.List(fields.Nested(ImportProblemSchema), allow_none=True)
+    registration_id = fields.Str(allow_none=True)
+
+
+class ImportSchema(Schema):
+    """A bulk import and its progress: `done` of `total` lines, and the lines needing attention."""
+
+    id = fields.Str(required=True)
+    session_id = fields.Str(required=True)
+    filename = fields.Str(allow_none=True)
+    state = fields.Str(required=True, validate=validate.OneOf(["queued", "running", "finished"]))
+    total = fields.Int(required=True)
+    done = fields.Int(required=True)
+    progress = fields.Float(required=True, metadata={"description": "done / total, 0.0 to 1.0"})
+    confirmed = fields.Int(required=True)
+    waitlisted = fields.Int(required=True)
+    duplicates = fields.Int(required=True)
+    invalid = fields.Int(required=True)
+    refused = fields.Int(required=True)
+    failed = fields.Int(required=True, metadata={"description": "invalid + refused lines"})
+    created_at = fields.AwareDateTime(required=True)
+    finished_at = fields.AwareDateTime(allow_none=True)
+    lines = fields.List(
+        fields.Nested(ImportLineSchema),
+        required=True,
+        metadata={"description": "the lines asked for (`lines=problems`, the default, or `all`), in file order"},
+    )
+
+
+class ImportQuerySchema(PageQuerySchema):
+    lines = fields.Str(
+        load_default="problems",
+        validate=validate.OneOf(["problems", "all"]),
+        metadata={"description": "`problems`: invalid, refused and duplicate lines; `all`: every line"},
+    )

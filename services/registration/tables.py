@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.clock import UTCDateTime
@@ -135,3 +135,70 @@ class LoginAttempts(Base):
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer)
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CheckIn(Base):
+    """A participant checked in at their session's door: at most one row per registration.
+
+    The primary key *is* the rule "a ticket is checked in once": two organisers scanning the same ticket at
+    the same moment both try to insert this row, and the database lets exactly one of them (the other's
+    insert waits for the first to commit, then fails on the key; see ``domain.check_in``).
+    """
+
+    __tablename__ = "check_ins"
+    registration_id: Mapped[str] = mapped_column(ForeignKey("registrations.id"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("lab_sessions.id"), index=True)
+    checked_in_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    checked_in_by: Mapped[str] = mapped_column(String(36), comment="the organiser's account id")
+    checked_in_by_name: Mapped[str | None] = mapped_column(String(200))
+
+
+class RegistrationImport(Base):
+    """A bulk import of an agency's CSV into one session: a job whose progress people watch.
+
+    Its lines (:class:`RegistrationImportLine`) are checked when the file is uploaded and registered one by
+    one through ``register_participant``. The row is a work-queue row (``shared.workqueue``): the worker, or
+    the request for a small file, holds it with a lease (``claim_token``, ``claimed_until``) while it
+    registers lines, and ``state`` is ``finished`` once none is left. The counters move with every line, in
+    the line's own transaction, so ``done / total`` is the progress at every moment.
+    """
+
+    __tablename__ = "registration_imports"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("lab_sessions.id"), index=True)
+    filename: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), comment="queued, running or finished")
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    confirmed: Mapped[int] = mapped_column(Integer, default=0)
+    waitlisted: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    invalid: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    not_before: Mapped[datetime] = mapped_column(DateTime, comment="naive UTC")
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class RegistrationImportLine(Base):
+    """One data row of an import: what it said, and what became of it.
+
+    ``outcome`` is ``pending`` until registered, then the registration's status (``confirmed``,
+    ``waitlisted``), or ``duplicate`` (the NIP was already registered for the session), ``invalid`` (a field
+    breaks a rule: ``problems`` names each field and reason) or ``refused`` (the session refused it: full
+    without a waiting list, closed, an agency not of the programme).
+    """
+
+    __tablename__ = "registration_import_lines"
+    __table_args__ = (Index("ix_registration_import_lines_pending", "import_id", "outcome", "line"),)
+    import_id: Mapped[str] = mapped_column(ForeignKey("registration_imports.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    nip: Mapped[str | None] = mapped_column(String(40))
+    participant: Mapped[dict | None] = mapped_column(JSON, comment="the checked fields, for register_participant")
+    outcome: Mapped[str] = mapped_column(String(20))
+    problems: Mapped[list | None] = mapped_column(JSON, comment='[{"field": ..., "reason": ...}]')
+    registration_id: Mapped[str | None] = mapped_column(String(36))
