@@ -105,16 +105,16 @@ def execute_together(session: Session, *writes: Write) -> None:
     fails them all). SQLite is in-process, so there they simply run one after another.
     """
     if session.get_bind().dialect.name != "postgresql" or len(writes) == 1:
-        for statement, values in writes:
-            session.execute(statement, values)
+        for statement, own_values in writes:
+            session.execute(statement, own_values)
         return
     values: dict[str, Any] = {}
-    for _statement, part in writes:
-        values.update(part)
-    session.execute(_combined(tuple(statement for statement, _values in writes)), values)
+    for _statement, own_values in writes:
+        values.update(own_values)
+    session.execute(_combined(tuple(statement for statement, _own_values in writes)), values)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=128)  # templates are made once, so a handful of combinations ever occur
 def _combined(statements: tuple[Insert | Update | Delete, ...]) -> Insert | Update | Delete:
     *first, last = statements
     return last.add_cte(*(statement.cte(f"w{index}") for index, statement in enumerate(first)))
