@@ -1,6 +1,6 @@
 """`make bench`: measured figures of the suite's real processes, written to a file.
 
-Two parts (``--parts``, both by default), each printing its progress as it goes:
+Three parts (``--parts``, all by default), each printing its progress as it goes:
 
 * ``registration`` — the registration rush with wrk (``registration_rush.py``): the suite's registration
   endpoint into a session of capacity 10,000 and one of capacity 50, against the ceiling of a minimal Flask
@@ -12,6 +12,9 @@ Two parts (``--parts``, both by default), each printing its progress as it goes:
   concurrent clients through HTTP (throughput and latency percentiles, confirmed == capacity), and the time
   from the first registration until every confirmation mail reached a real SMTP server (aiosmtpd), i.e.
   registration → outbox → relay → broker → consumer → mail.
+* ``results`` — the statistics of an evaluation round (``round_results.py``): the time to compute the results
+  of 3,000 proposals × 3 evaluators × 5 criteria (normalisation and agreement included; goal ≤ 0.5 s) beside
+  its ceiling, the time to compute only the weighted totals. Pure Python in this process: needs no server.
 
 ``--quick`` shortens every wrk run (and the mail part's registrations) for a look in about two minutes.
 The machine's cores are shared with whatever else runs: figures from a busy machine are noisy.
@@ -138,9 +141,16 @@ def mail_part(args) -> list[str]:
     return lines
 
 
+def results_part(args) -> list[str]:
+    from tests.bench.round_results import measure as measure_round_results
+
+    return measure_round_results(quick=args.quick, progress=progress)
+
+
 PARTS = {
     "registration": ("Registration rush (wrk; PostgreSQL + RabbitMQ)", registration_part),
     "mail": ("Mail pipeline (registration -> outbox -> broker -> notification -> SMTP)", mail_part),
+    "results": ("Results of an evaluation round (scoring statistics, pure Python)", results_part),
 }
 
 
