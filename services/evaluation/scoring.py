@@ -6,8 +6,8 @@ The results endpoint loads the round's criteria and evaluations, calls :func:`ro
 :meth:`RoundResults.to_dict` (which has exactly the shape of ``GET /evaluation/api/v1/rounds/{id}/results``);
 :data:`METHOD_DESCRIPTION` is the text that endpoint's API description shows.
 
-Only the standard library is imported (an import contract holds the module free of the database, the web
-framework, mail and the broker). Every step is linear in the number of evaluations except the two sorts
+Only the standard library is imported: no database, web framework, mail or broker (a unit test checks what
+importing the module loads). Every step is linear in the number of evaluations except the two sorts
 (ranking, listing), so a round of 3,000 proposals × 3 evaluators is computed in a few tens of milliseconds
 (``make bench``, part ``results``). Sums go through :func:`math.fsum`, which is correctly rounded: the same
 multiset of scores gives bit-for-bit the same mean whatever order the evaluations were loaded in, so a ranking
