@@ -112,6 +112,90 @@ class NotificationDataV1(Schema):
     error = fields.Str(allow_none=True, load_default=None)
 
 
+# --- the evaluation service's events, and the accounts it learns evaluators from ---------------------------
+
+
+class AccountDataV1(Schema):
+    """``account.created`` / ``account.changed``: an organiser or evaluator account as it is now (registration
+    owns the accounts; evaluation keeps its evaluators from these). ``opd`` is the agency an evaluator works
+    for — who may not evaluate that agency's proposals; ``active`` false takes an evaluator out of new work."""
+
+    account_id = fields.Str(required=True)
+    email = fields.Email(required=True)
+    name = fields.Str(allow_none=True, load_default=None)
+    role = fields.Str(required=True, validate=validate.OneOf(["organiser", "evaluator"]))
+    opd = fields.Str(allow_none=True, load_default=None)
+    active = fields.Bool(load_default=True)
+
+
+class ProposalSubmittedDataV1(Schema):
+    """``proposal.submitted``: an OPD team's proposal was frozen for evaluation (who sent it, no content)."""
+
+    proposal_id = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
+    registration_id = fields.Str(required=True, metadata={"description": "the team lead's registration"})
+    opd = fields.Str(required=True)
+    title = fields.Str(required=True)
+    category = fields.Str(required=True)
+    team_name = fields.Str(required=True, metadata={"description": "the team lead's name"})
+    team_email = fields.Email(required=True)
+    language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
+    submitted_at = fields.AwareDateTime(required=True)
+
+
+class EvaluationAssignedDataV1(Schema):
+    """``evaluation.assigned``: an evaluator has a proposal to evaluate in a round."""
+
+    assignment_id = fields.Str(required=True)
+    round_id = fields.Str(required=True)
+    round_name = fields.Str(required=True)
+    proposal_id = fields.Str(required=True)
+    proposal_title = fields.Str(required=True)
+    evaluator_id = fields.Str(required=True)
+    evaluator_email = fields.Email(required=True)
+    evaluator_name = fields.Str(allow_none=True, load_default=None)
+    assigned_at = fields.AwareDateTime(required=True)
+
+
+class EvaluationSubmittedDataV1(Schema):
+    """``evaluation.submitted``: an evaluator stored (``revision`` 1) or revised an evaluation.
+
+    Deliberately without scores, totals or comments: the event goes to other services (notification confirms
+    receipt to the evaluator) while the round is open, and no score may leave the evaluation service before
+    the round closes."""
+
+    assignment_id = fields.Str(required=True)
+    round_id = fields.Str(required=True)
+    proposal_id = fields.Str(required=True)
+    evaluator_id = fields.Str(required=True)
+    evaluator_email = fields.Email(required=True)
+    revision = fields.Int(required=True, validate=validate.Range(min=1))
+    submitted_at = fields.AwareDateTime(required=True)
+
+
+class ResultsPublishedDataV1(Schema):
+    """``results.published``: one team's result of a round (one event per proposal, so each team is told
+    once). ``final`` is false for the provisional list an objection window (masa sanggah) follows, until
+    ``objection_deadline``; then the final list is published again with ``final`` true."""
+
+    round_id = fields.Str(required=True)
+    round_name = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
+    proposal_id = fields.Str(required=True)
+    proposal_title = fields.Str(required=True)
+    registration_id = fields.Str(required=True)
+    team_name = fields.Str(required=True)
+    team_email = fields.Email(required=True)
+    opd = fields.Str(required=True)
+    language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
+    rank = fields.Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
+    ranked_proposals = fields.Int(required=True, validate=validate.Range(min=0))
+    advanced = fields.Bool(allow_none=True, load_default=None)
+    reason = fields.Str(allow_none=True, load_default=None, metadata={"description": "why it did not advance"})
+    final = fields.Bool(required=True)
+    objection_deadline = fields.AwareDateTime(allow_none=True, load_default=None)
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -141,6 +225,14 @@ CATALOGUE: dict[str, EventType] = {
         ),
         EventType("notification.delivered", "1", NotificationDataV1, "A message reached the mail server."),
         EventType("notification.failed", "1", NotificationDataV1, "A message could not be delivered."),
+        EventType("account.created", "1", AccountDataV1, "An organiser or evaluator account was created."),
+        EventType("account.changed", "1", AccountDataV1, "An account's name, e-mail, role, agency or state changed."),
+        EventType("proposal.submitted", "1", ProposalSubmittedDataV1, "A team submitted a proposal (frozen)."),
+        EventType("evaluation.assigned", "1", EvaluationAssignedDataV1, "An evaluator was given a proposal."),
+        EventType(
+            "evaluation.submitted", "1", EvaluationSubmittedDataV1, "An evaluation was stored or revised (no scores)."
+        ),
+        EventType("results.published", "1", ResultsPublishedDataV1, "A round's result for one team was published."),
     ]
 }
 

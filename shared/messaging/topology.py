@@ -33,7 +33,13 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "registration.promoted",
         "registration.cancelled",
     ),
-    "evaluation": ("registration.confirmed", "registration.promoted"),
+    "evaluation": (
+        "registration.confirmed",
+        "registration.promoted",
+        "registration.cancelled",
+        "account.created",
+        "account.changed",
+    ),
 }
 
 
