@@ -520,9 +520,12 @@ def _assign(uow: UnitOfWork, round_: Round, pairs: Iterable[tuple[str, str]], by
     pairs = list(pairs)
     if not pairs:
         return []
-    titles = dict(
-        uow.session.execute(select(Proposal.id, Proposal.title).where(Proposal.id.in_({p for p, _ in pairs})))
-    )
+    titles = {
+        pid: title
+        for pid, title in uow.session.execute(
+            select(Proposal.id, Proposal.title).where(Proposal.id.in_({p for p, _ in pairs}))
+        )
+    }
     accounts = {a.id: a for a in uow.session.scalars(select(Account).where(Account.id.in_({e for _, e in pairs})))}
     now = _now()
     made = []
