@@ -67,6 +67,7 @@ SUBJECTS = {
     "registration_waitlisted": "Daftar tunggu · Waiting list: {session_title}",
     "registration_promoted": "Kursi untuk Anda · A seat for you: {session_title}",
     "registration_cancelled": "Pendaftaran dibatalkan · Registration cancelled: {session_title}",
+    "results_published": "Hasil {round_name} · Results: {proposal_title}",
 }
 
 #: Which mail tells a participant about a registration event, by the event's type and the status it reports.
@@ -133,6 +134,21 @@ def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo) -> Deli
         "position": data.get("waitlist_position"),
     }
     return queue_mail(uow, recipient, REGISTRATION_MAILS[event.type, data["status"]], context, event)
+
+
+def notify_result(uow: UnitOfWork, event: Event, timezone: tzinfo) -> Delivery:
+    """A round's results were published: tell the team its rank, whether it advanced and why not, and until
+    when it may object (times shown in ``timezone``)."""
+    data = event.data
+    deadline = data.get("objection_deadline")
+    context = {
+        **{key: data.get(key) for key in ("team_name", "opd", "round_name", "proposal_title", "rank", "reason")},
+        "ranked_proposals": data["ranked_proposals"],
+        "advanced": data.get("advanced"),
+        "final": data["final"],
+        "objection_deadline": deadline.astimezone(timezone).strftime("%d-%m-%Y %H:%M %Z") if deadline else None,
+    }
+    return queue_mail(uow, data["team_email"].lower(), "results_published", context, event)
 
 
 def list_deliveries(uow: UnitOfWork, email: str | None = None, limit: int = 100, offset: int = 0):

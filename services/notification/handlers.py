@@ -22,4 +22,11 @@ def on_registration(uow: UnitOfWork, event: Event) -> None:
     domain.notify_registration(uow, event, programme_timezone())
 
 
-HANDLERS: dict[str, Handler] = {event_type: on_registration for event_type, _status in domain.REGISTRATION_MAILS}
+def on_results_published(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_result(uow, event, programme_timezone())
+
+
+HANDLERS: dict[str, Handler] = {
+    **{event_type: on_registration for event_type, _status in domain.REGISTRATION_MAILS},
+    "results.published": on_results_published,
+}

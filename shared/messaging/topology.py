@@ -32,6 +32,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "registration.waitlisted",
         "registration.promoted",
         "registration.cancelled",
+        "results.published",
     ),
     "evaluation": (
         "registration.confirmed",

@@ -1,4 +1,4 @@
-"""What a participant is told about each registration event, in the programme's time zone."""
+"""What a participant or a team is told about each event that concerns them, in the programme's time zone."""
 
 from __future__ import annotations
 
@@ -67,4 +67,46 @@ def test_an_event_whose_status_contradicts_its_type_sends_no_mail(runtime, regis
 
 def test_notification_hears_every_registration_event_it_has_a_mail_for():
     assert set(SUBSCRIPTIONS["notification"]) == set(HANDLERS)
-    assert {"registration.promoted", "registration.cancelled"} <= set(HANDLERS)
+    assert {"registration.promoted", "registration.cancelled", "results.published"} <= set(HANDLERS)
+
+
+def result_data(**overrides) -> dict:
+    data = {
+        "round_id": "7d1c1a8e-0000-4000-8000-0000000000r1",
+        "round_name": "Evaluasi Desk",
+        "programme_id": None,
+        "proposal_id": "7d1c1a8e-0000-4000-8000-0000000000p1",
+        "proposal_title": "Layanan KTP Keliling",
+        "registration_id": "7d1c1a8e-0000-4000-8000-000000000001",
+        "team_name": "Sari Wulandari",
+        "team_email": "sari@kaltaraprov.go.id",
+        "opd": "Dinas Kependudukan",
+        "language": "id",
+        "rank": 2,
+        "ranked_proposals": 14,
+        "advanced": True,
+        "reason": None,
+        "final": False,
+        "objection_deadline": "2027-04-10T08:00:00+00:00",
+    }
+    return {**data, **overrides}
+
+
+def test_a_team_hears_its_rank_and_until_when_it_may_object(runtime):
+    delivery = handle(runtime, "results.published", result_data())
+
+    assert delivery.recipient == "sari@kaltaraprov.go.id"
+    assert delivery.subject == "Hasil Evaluasi Desk · Results: Layanan KTP Keliling"
+    assert "Peringkat: 2 dari 14 proposal." in delivery.body
+    assert "LOLOS" in delivery.body and "(sementara)" in delivery.body
+    assert "Masa sanggah dibuka sampai 10-04-2027 16:00 WITA" in delivery.body
+
+
+def test_a_team_that_did_not_advance_is_told_why_and_a_final_list_has_no_objection_window(runtime):
+    data = result_data(advanced=False, reason="Nilai di bawah ambang 7,0.", final=True, objection_deadline=None)
+
+    delivery = handle(runtime, "results.published", data)
+
+    assert "belum lolos ke tahap berikutnya. Alasan: Nilai di bawah ambang 7,0." in delivery.body
+    assert "does not advance. Reason: Nilai di bawah ambang 7,0." in delivery.body
+    assert "sanggah" not in delivery.body and "(sementara)" not in delivery.body
