@@ -2,8 +2,9 @@
 
 The registration app is the real one, built by its own ``create_app``; the limiter is installed on it here and
 its two public writes marked, as the app factory and ``api.py`` do once they carry ``install_rate_limits`` and
-``@public_write_limit``. The counters live in the machine's real Redis (or the embedded broker's), each test
-under a key prefix of its own, so runs never see each other's counts.
+``@public_write_limit`` (when they do, the fixture uses theirs). The counters live in the machine's real Redis
+(or the embedded broker's); each test sends from client addresses of its own (and, with its own limiter, under
+a key prefix of its own), so tests and concurrent runs never see each other's counts.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def registration_apps(tmp_path):
         apps = []
         for _ in range(count):
             app = create_app(bootstrap(settings))
-            install_rate_limits(app, settings, client_address, key_prefix=prefix)
+            if "limiter" not in app.extensions:  # the app factory does not install it itself (yet)
+                install_rate_limits(app, settings, client_address, key_prefix=prefix)
             _mark_public_writes(app)
             apps.append(app)
         return runtime, apps
@@ -73,7 +75,18 @@ def registration_apps(tmp_path):
         client.delete(key)
 
 
-def _register(app: Flask, session_id: str, i: int, address: str = "10.20.0.1"):
+@pytest.fixture
+def me() -> str:
+    """A client address no other test (or run) sends from."""
+    return _new_address()
+
+
+def _new_address() -> str:
+    number = uuid.uuid4().int
+    return f"10.{number % 250}.{(number >> 8) % 250}.{(number >> 16) % 250 + 1}"
+
+
+def _register(app: Flask, session_id: str, i: int, address: str):
     return app.test_client().post(
         f"/registration/api/v1/sessions/{session_id}/registrations",
         json=participant(i),
@@ -88,12 +101,12 @@ def _stored_registrations(runtime) -> int:
 
 
 def test_a_burst_from_one_address_gets_429_with_retry_after_while_another_address_still_registers(
-    registration_apps,
+    registration_apps, me
 ):
     runtime, (app,) = registration_apps(LABINOV_PUBLIC_RATE_LIMIT="5/minute")
     session_id = create_session_directly(runtime, capacity=50).id
 
-    answers = [_register(app, session_id, i) for i in range(8)]
+    answers = [_register(app, session_id, i, me) for i in range(8)]
 
     assert [a.status_code for a in answers] == [201] * 5 + [429] * 3
     refused = answers[-1]
@@ -101,85 +114,85 @@ def test_a_burst_from_one_address_gets_429_with_retry_after_while_another_addres
     assert refused.get_json()["type"].endswith("/rate-limited")
     assert "5 per 1 minute" in refused.get_json()["detail"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
-    assert _register(app, session_id, 100, address="10.20.0.2").status_code == 201
+    assert _register(app, session_id, 100, _new_address()).status_code == 201
     assert _stored_registrations(runtime) == 6, "a refused registration wrote nothing"
 
 
-def test_two_web_processes_count_one_clients_writes_together(registration_apps):
+def test_two_web_processes_count_one_clients_writes_together(registration_apps, me):
     runtime, (first, second) = registration_apps(count=2, LABINOV_PUBLIC_RATE_LIMIT="6/minute")
     session_id = create_session_directly(runtime, capacity=50).id
 
-    codes = [_register(app, session_id, i).status_code for i, app in enumerate([first, second] * 4)]
+    codes = [_register(app, session_id, i, me).status_code for i, app in enumerate([first, second] * 4)]
 
     assert codes == [201] * 6 + [429] * 2, "each process counted alone"
 
 
-def test_the_limit_per_session_leaves_the_clients_other_sessions_open_up_to_its_limit_in_all(registration_apps):
+def test_the_limit_per_session_leaves_the_clients_other_sessions_open_up_to_its_limit_in_all(registration_apps, me):
     runtime, (app,) = registration_apps(
         LABINOV_PUBLIC_RATE_LIMIT="3/minute", LABINOV_PUBLIC_RATE_LIMIT_PER_CLIENT="5/minute"
     )
     first, second, third = (create_session_directly(runtime, capacity=50, title=f"S{n}").id for n in range(3))
 
-    codes = [_register(app, first, i).status_code for i in range(4)]
-    codes += [_register(app, second, 10 + i).status_code for i in range(2)]
-    codes += [_register(app, third, 20).status_code]
+    codes = [_register(app, first, i, me).status_code for i in range(4)]
+    codes += [_register(app, second, 10 + i, me).status_code for i in range(2)]
+    codes += [_register(app, third, 20, me).status_code]
 
     assert codes == [201, 201, 201, 429, 201, 201, 429]
-    answer = _register(app, third, 21).get_json()["detail"]
+    answer = _register(app, third, 21, me).get_json()["detail"]
     assert answer.startswith("Too many registrations and cancellations from your address")
 
 
-def test_a_participant_cancelling_counts_against_the_clients_limit_in_all(registration_apps):
+def test_a_participant_cancelling_counts_against_the_clients_limit_in_all(registration_apps, me):
     runtime, (app,) = registration_apps(LABINOV_PUBLIC_RATE_LIMIT_PER_CLIENT="2/minute")
     session_id = create_session_directly(runtime, capacity=50).id
-    created = _register(app, session_id, 1).get_json()
+    created = _register(app, session_id, 1, me).get_json()
     client = app.test_client()
 
     def cancel():
         return client.post(
             f"/registration/api/v1/registrations/{created['id']}/cancel",
-            headers={"Authorization": f"Bearer {created['manage_token']}", "X-Forwarded-For": "10.20.0.1"},
+            headers={"Authorization": f"Bearer {created['manage_token']}", "X-Forwarded-For": me},
         )
 
     assert cancel().status_code == 200
     assert cancel().status_code == 429  # the second write of this address this minute: refused before the view
 
 
-def test_reading_a_limited_view_is_never_counted(registration_apps):
+def test_reading_a_limited_view_is_never_counted(registration_apps, me):
     runtime, (app,) = registration_apps(LABINOV_PUBLIC_RATE_LIMIT="2/minute")
     session_id = create_session_directly(runtime, capacity=50).id
-    created = _register(app, session_id, 1).get_json()
+    created = _register(app, session_id, 1, me).get_json()
     for _ in range(5):
         response = app.test_client().get(
             f"/registration/api/v1/registrations/{created['id']}",
-            headers={"Authorization": f"Bearer {created['manage_token']}", "X-Forwarded-For": "10.20.0.1"},
+            headers={"Authorization": f"Bearer {created['manage_token']}", "X-Forwarded-For": me},
         )
         assert response.status_code == 200
-    assert _register(app, session_id, 2).status_code == 201
+    assert _register(app, session_id, 2, me).status_code == 201
 
 
-def test_off_turns_the_limits_off_as_benchmarks_and_load_tests_need(registration_apps):
+def test_off_turns_the_limits_off_as_benchmarks_and_load_tests_need(registration_apps, me):
     runtime, (app,) = registration_apps(LABINOV_PUBLIC_RATE_LIMIT="off")
     session_id = create_session_directly(runtime, capacity=500).id
 
-    assert {_register(app, session_id, i).status_code for i in range(40)} == {201}
+    assert {_register(app, session_id, i, me).status_code for i in range(40)} == {201}
 
 
-def test_registrations_go_on_when_redis_is_unreachable_counted_per_process_meanwhile(registration_apps, capfd):
+def test_registrations_go_on_when_redis_is_unreachable_counted_per_process_meanwhile(registration_apps, capfd, me):
     """Fail soft: a registration rush must not stop because Redis blinked; a flood is still bounded."""
     runtime, (app,) = registration_apps(
         LABINOV_PUBLIC_RATE_LIMIT="4/minute", LABINOV_RATE_LIMIT_STORAGE_URL="redis://127.0.0.1:1/0"
     )
     session_id = create_session_directly(runtime, capacity=50).id
 
-    codes = [_register(app, session_id, i).status_code for i in range(6)]
+    codes = [_register(app, session_id, i, me).status_code for i in range(6)]
 
     assert codes == [201] * 4 + [429] * 2
     warnings = [line for line in capfd.readouterr().err.splitlines() if "Rate limit storage unreachable" in line]
     assert len(warnings) == 1 and '"level": "WARNING"' in warnings[0], "one warning, on the JSON log"
 
 
-def test_an_embedded_run_counts_in_the_embedded_brokers_redis(tmp_path, registration_apps):
+def test_an_embedded_run_counts_in_the_embedded_brokers_redis(tmp_path, registration_apps, me):
     socket = embedded_broker_socket(tmp_path / "var")
     broker = start_embedded_broker(socket)
     try:
@@ -187,7 +200,7 @@ def test_an_embedded_run_counts_in_the_embedded_brokers_redis(tmp_path, registra
         assert runtime.settings.rate_limit_storage_url == f"redis+unix://{socket}"
         session_id = create_session_directly(runtime, capacity=50).id
 
-        codes = [_register(app, session_id, i).status_code for i in range(4)]
+        codes = [_register(app, session_id, i, me).status_code for i in range(4)]
 
         assert codes == [201, 201, 201, 429]
         assert any(b"public-writes" in key for key in redis.Redis(unix_socket_path=str(socket)).keys("LIMITS:*"))
@@ -197,11 +210,11 @@ def test_an_embedded_run_counts_in_the_embedded_brokers_redis(tmp_path, registra
             broker.wait(15)
 
 
-def test_the_default_limit_lets_a_whole_office_register_for_one_session(registration_apps):
+def test_the_default_limit_lets_a_whole_office_register_for_one_session(registration_apps, me):
     """120 a minute for one session from one address: a large agency's staff behind one NAT get in."""
     runtime, (app,) = registration_apps()
     session_id = create_session_directly(runtime, capacity=500).id
 
-    codes = [_register(app, session_id, i).status_code for i in range(121)]
+    codes = [_register(app, session_id, i, me).status_code for i in range(121)]
 
     assert codes == [201] * 120 + [429]
