@@ -147,15 +147,17 @@ def install_rate_limits(
                 error_message="Too many registrations and cancellations from your address",
             )
         )
+    # redis-py takes fractional seconds, whatever Flask-Limiter's annotation says
+    storage_options: dict[str, Any] = {
+        "socket_timeout": STORAGE_TIMEOUT_SECONDS,
+        "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
+    }
     limiter = Limiter(
         key_func=lambda: client_address() or "unknown",
         app=app,
         default_limits=limits,  # type: ignore[arg-type]  # Limit objects are accepted alongside strings
         storage_uri=settings.rate_limit_storage_url,
-        storage_options={
-            "socket_timeout": STORAGE_TIMEOUT_SECONDS,
-            "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
-        },
+        storage_options=storage_options,
         strategy=STRATEGY,
         key_prefix=key_prefix,
         headers_enabled=False,  # no X-RateLimit-* on every answer (a Redis read each); Retry-After on a 429
