@@ -39,6 +39,14 @@ route alone raises it, see :func:`accepts_uploads`). Small files are registered 
 ones by the registration worker (``domain``'s section on bulk imports); the answer and ``GET …/imports/{id}``
 give the progress and the lines that need attention.
 
+The session's extra questions: ``questions`` on ``POST``/``PATCH /sessions`` (each ``key``, ``label``, ``kind``
+``text``/``choice``/``yes-no``, ``required``, ``choices`` or ``max_length``) and in every session answer, so the
+public form can ask them. A registration's ``answers`` (by key) are checked against them (422 naming
+``answers.<key>``) and shown only to organisers — in ``GET /sessions/{id}/registrations`` and as one CSV column
+per question — and to the participant in their own registration; they are not put in any event (the other
+services need none of them, and the answers may be personal). Once people have registered, a ``PATCH`` may
+not spoil their answers (409 ``questions-in-use``, see ``rules.question_change_refusal``).
+
 Times in every answer are shown in the programme's time zone (``LABINOV_TIMEZONE``, WITA by default), by
 :func:`_shown` — the one place that converts them.
 """
@@ -55,7 +63,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.registration import domain
-from services.registration.rules import STAGES, Access, SeatCount, import_progress, spreadsheet_csv
+from services.registration.rules import STAGES, Access, SeatCount, answer_cell, import_progress, spreadsheet_csv
 from services.registration.schemas import (
     CheckInRequestSchema,
     CheckInSchema,
@@ -104,6 +112,7 @@ def _session_view(lab_session: LabSession, seats: SeatCount) -> dict[str, Any]:
         "seats_available": seats.available,
         "confirmed_count": seats.confirmed,
         "waitlisted_count": lab_session.waitlisted_count,
+        "questions": lab_session.questions or [],
     }
 
 
@@ -137,6 +146,7 @@ def _registration_view(
         "position": position,
         "created_at": _shown(registration.created_at),
         "cancelled_at": _shown(registration.cancelled_at),
+        "answers": registration.answers or {},
         **extra,
     }
 
@@ -229,7 +239,11 @@ def get_programme(programme_id):
 @idempotent
 @blp.arguments(SessionCreateSchema)
 @blp.response(201, SessionSchema)
-@blp.alt_response(422, description="A field breaks a rule (e.g. a start in the past without `record`)")
+@blp.alt_response(
+    422,
+    description="A field breaks a rule (e.g. a start in the past without `record`; a question's field is "
+    "named `questions.<index>.<field>`, two questions with one key `questions`)",
+)
 def create_session(fields):
     """Open a lab session (published at once unless `state` is `draft`)."""
     with runtime_of().unit_of_work() as uow:
@@ -281,10 +295,16 @@ def get_session(session_id):
 @blp.arguments(SessionChangeSchema)
 @blp.response(200, SessionSchema)
 @blp.alt_response(404, description="No such session")
-@blp.alt_response(409, description="The session is cancelled")
+@blp.alt_response(
+    409,
+    description="The session is cancelled; or people have registered and the new `questions` would spoil "
+    "their answers (`questions-in-use`: a question removed, made required, added as required, of another "
+    "kind, a choice dropped, a shorter limit), the detail naming the question and why",
+)
 @blp.alt_response(422, description="A field breaks a rule (e.g. capacity below the confirmed seats)")
 def change_session(changes, session_id):
-    """Change a session; a new time or place is told to registrants (`session.changed`), more seats promote."""
+    """Change a session; a new time or place is told to registrants (`session.changed`), more seats promote.
+    `questions` replaces the whole list of questions."""
     with runtime_of().unit_of_work() as uow:
         lab_session, _promoted = domain.change_session(uow, session_id, changes)
         answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
@@ -334,7 +354,11 @@ def cancel_session(session_id):
     description="This NIP is already registered for the session; the session is full without a waiting "
     "list; or it takes no registrations now (draft, cancelled, outside its window, started)",
 )
-@blp.alt_response(422, description="A field breaks a rule, naming it (e.g. an `opd` not of the programme)")
+@blp.alt_response(
+    422,
+    description="A field breaks a rule, naming it (e.g. an `opd` not of the programme, or `answers.<key>`: a "
+    "required question unanswered, a question the session does not ask, a choice it does not offer)",
+)
 def register(participant, session_id):
     """Register for a session: `confirmed` while seats remain (also in the agency's quota), else `waitlisted`
     with a `position`; the answer carries the participant's token and link."""
@@ -462,20 +486,28 @@ def csv_answer(document: bytes, filename: str) -> Response:
 
 @blp.get("/sessions/<session_id>/registrations.csv")
 @requires("organiser")
-@blp.response(200, content_type="text/csv", description="UTF-8 with a BOM; formula-like cells start with '")
+@blp.response(
+    200,
+    content_type="text/csv",
+    description="UTF-8 with a BOM; formula-like cells start with '; after the fixed columns, one column per "
+    "question of the session, named by its key (yes/no answers as `yes`/`no`)",
+)
 @blp.alt_response(404, description="No such session")
 def registrations_csv(session_id):
-    """Every registration of the session as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised)."""
+    """Every registration of the session as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised),
+    with a column per question of the session."""
     rows = []
     offset, page = 0, 1000
     with runtime_of().reading() as uow:
+        keys = [question["key"] for question in domain.get_session(uow, session_id).questions or []]
         while found := domain.list_registrations(uow, session_id, limit=page, offset=offset):
             for registration, place in found:
                 view = _registration_view(registration, place)
                 view["created_at"] = view["created_at"].isoformat()
-                rows.append([view[column] for column in CSV_COLUMNS])
+                answers = view["answers"]
+                rows.append([*(view[column] for column in CSV_COLUMNS), *(answer_cell(answers.get(k)) for k in keys)])
             offset += page
-    return csv_answer(spreadsheet_csv(CSV_COLUMNS, rows), f"registrations-{session_id[:36]}.csv")
+    return csv_answer(spreadsheet_csv((*CSV_COLUMNS, *keys), rows), f"registrations-{session_id[:36]}.csv")
 
 
 # --- tickets and check-in ------------------------------------------------------------------------------
@@ -655,7 +687,8 @@ _CSV_BODY = {
     "required": True,
     "description": "The agency's sheet saved as CSV (comma or semicolon, UTF-8 or Windows-1252): a header row "
     "naming the columns — `nama`/`name`, `nip`, `email`, `ponsel`/`phone`, `opd`, optional `jabatan`/`job_title` "
-    "— then one participant per row.",
+    "and a column named after each key of the session's questions, read as its answer (yes/no as `ya`/`tidak` "
+    "or `yes`/`no`) — then one participant per row.",
     "content": {
         "text/csv": {"schema": {"type": "string"}},
         "multipart/form-data": {

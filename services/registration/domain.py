@@ -24,8 +24,12 @@ held *is* the rush's throughput):
    holds the database write lock. ``NO KEY UPDATE`` rather than ``UPDATE``: it does not conflict with the
    ``KEY SHARE`` lock each registration's foreign key takes, so readers and inserts elsewhere never queue.
 2. **Decide on what the lock read** (:func:`rules.registration_refusal`, :func:`rules.opd_problem`,
-   :func:`rules.decide_seat`) — pure Python, microseconds, no statement.
-3. **Write**: the changed counters, the registration and its outbox row in *one* round trip
+   :func:`rules.check_answers`, :func:`rules.decide_seat`) — pure Python, microseconds, no statement. The
+   session's extra questions are a JSON column of the session row itself, so the locking statement reads
+   them and the answers are checked against exactly the definitions in force (a ``PATCH`` of the questions
+   takes the same lock); the answers' shape was checked by the schema before the lock was taken.
+3. **Write**: the changed counters, the registration (its answers in a JSON column of the same INSERT)
+   and its outbox row in *one* round trip
    (:func:`shared.db.execute_together`: on PostgreSQL one statement of data-modifying CTEs, from templates
    compiled once, no ORM flush); then the caller commits at once, which releases the lock. So the lock is held
    for two round trips and a commit — measured at about 1 ms per registration on this machine when
@@ -48,7 +52,7 @@ held *is* the rush's throughput):
 sessions (moving a registration) locks both session rows in id order. So no two operations can deadlock.
 The row lock guards every registration and counter of its session: no operation changes them without it.
 
-Everything a decision reads — state, window, capacity, counters, the programme's agencies and quota — comes
+Everything a decision reads — state, window, capacity, counters, questions, the programme's agencies and quota — comes
 from the locking statement itself, and every change to a session (publish, cancel, ``PATCH``) takes the same
 lock, so no decision ever acts on a value another transaction is changing.
 """
@@ -456,6 +460,8 @@ def change_session(
         or ("registration_closes_at" in changes)
     ):
         _check_session_times(merged, now)
+    if "questions" in changes:
+        _check_question_change(uow, lab_session, changes["questions"])
     if changes.get("capacity", lab_session.capacity) < lab_session.confirmed_count:
         raise RuleViolation(
             f"{lab_session.confirmed_count} seats are already confirmed.",
@@ -470,6 +476,23 @@ def change_session(
         uow.publish("session.changed", {**session_event_data(lab_session), "changes": notable}, subject=lab_session.id)
     _publish_promotions(uow, lab_session, promoted)
     return lab_session, promoted
+
+
+class QuestionsInUse(Conflict):
+    slug = "questions-in-use"
+
+
+def _check_question_change(uow: UnitOfWork, lab_session: LabSession, questions: list[rules.Question]) -> None:
+    """Refuse (409, naming why) a change of the questions that would spoil answers already given
+    (:func:`rules.question_change_refusal`). The caller holds the session row's lock, which every
+    registration takes before it writes, so "has anyone registered" cannot change meanwhile."""
+    registered = (
+        uow.session.scalar(select(Registration.id).where(Registration.session_id == lab_session.id).limit(1))
+        is not None
+    )
+    refusal = rules.question_change_refusal(lab_session.questions or [], questions, registered)
+    if refusal:
+        raise QuestionsInUse(refusal, {"questions": [refusal]})
 
 
 def _window(lab_session: LabSession) -> SessionWindow:
@@ -523,9 +546,7 @@ def register_participant(
     refusal = rules.registration_refusal(_window(lab_session), now)
     if refusal:
         raise RegistrationClosed(refusal)
-    problem = rules.opd_problem(participant["opd"], programme.opds if programme else None)
-    if problem:
-        raise RuleViolation(problem, {"opd": [problem]})
+    answers = _checked_input(participant, lab_session, programme)
     quota = programme.opd_quota if programme else None
     opd_confirmed = _read_opd_seats(uow, lab_session.id, participant["opd"]) if quota is not None else 0
     outcome = decide_seat(
@@ -547,6 +568,7 @@ def register_participant(
         waitlist_sequence=None,
         created_at=now,
         cancelled_at=None,
+        answers=answers or None,
     )
     position = None
     if outcome is SeatOutcome.CONFIRMED:
@@ -588,6 +610,22 @@ def register_participant(
     set_committed_value(registration, "session", lab_session)
     registration.waitlist_position = position  # type: ignore[attr-defined]
     return registration
+
+
+def _checked_input(participant: dict[str, Any], lab_session: LabSession, programme: Programme | None) -> dict:
+    """The registrant's answers as stored, once the agency and every answer fit what the session (read by
+    the locking statement) asks; else one 422 naming each field (``opd``, ``answers.<key>``) and its rule.
+    Pure Python on values already read: it adds no statement while the lock is held (step 2)."""
+    problems: dict[str, list[str]] = {}
+    opd_problem = rules.opd_problem(participant["opd"], programme.opds if programme else None)
+    if opd_problem:
+        problems["opd"] = [opd_problem]
+    answers, answer_problems = rules.check_answers(lab_session.questions or [], participant.get("answers") or {})
+    problems.update(answer_problems)
+    if problems:
+        detail = opd_problem or "Some answers do not fit the session's questions: " + ", ".join(answer_problems) + "."
+        raise RuleViolation(detail, problems)
+    return answers
 
 
 #: The writes of a registration, made once (see :func:`shared.db.execute_together`): the session's counters
@@ -730,6 +768,8 @@ def move_registration(
     """An organiser moves a registration to another session: it leaves its place in the first (which may
     promote someone there) and takes a seat or a waiting place in the second by the same seat rule, keeping
     its id (the participant's link keeps working). Emits the new ``registration.confirmed``/``.waitlisted``.
+    Its answers go with it as they were given (an organiser's move is not refused for the target's
+    questions); the target's lists and export show those of its own questions' keys.
 
     Both session rows are locked in id order (the module's lock order), so two moves never deadlock.
     """
@@ -1165,8 +1205,9 @@ def create_import(
     :class:`RuleViolation` naming ``file``.
     """
     lab_session = get_session(uow, session_id)
+    questions = lab_session.questions or []
     try:
-        sheet = rules.read_import_sheet(raw)
+        sheet = rules.read_import_sheet(raw, {question["key"] for question in questions})
     except rules.UnreadableSheet as exc:
         raise RuleViolation(str(exc), {"file": [str(exc)]}) from None
     now = datetime.now(UTC)
@@ -1193,11 +1234,16 @@ def create_import(
         line = RegistrationImportLine(
             import_id=job.id, line=row.line, name=row.fields.get("name", "")[:200], nip=row.fields.get("nip", "")[:40]
         )
+        answers = rules.typed_answers(questions, row.answers)
         try:
-            line.participant = check_participant({**row.fields, "language": "id"})
+            line.participant = check_participant({**row.fields, "answers": answers, "language": "id"})
+            _stored_answers, answer_problems = rules.check_answers(questions, line.participant["answers"])
+            if answer_problems:
+                raise ValidationError(answer_problems)
             line.outcome = "pending"
             to_register += 1
         except ValidationError as error:
+            line.participant = None
             line.outcome, line.problems = "invalid", _problems_of(error.messages)
             job.invalid += 1
             job.done += 1
@@ -1291,7 +1337,8 @@ def _register_line(
 
 def _stored_participant(participant: dict[str, Any]) -> dict[str, Any]:
     """A participant as stored in an import line (JSON): the fields :func:`register_participant` takes."""
-    return {name: participant.get(name) for name in ("name", "nip", "email", "phone", "opd", "job_title", "language")}
+    fields = ("name", "nip", "email", "phone", "opd", "job_title", "language", "answers")
+    return {name: participant.get(name) for name in fields}
 
 
 def _record_line(

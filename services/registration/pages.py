@@ -90,6 +90,19 @@ RULE_REFUSALS = (
     N_("This ticket code is not valid: no ticket has it (check it was typed right)."),
     N_("Not a ticket code (16 letters and digits, e.g. ABCD-EFGH-JKLM-NPQR)."),
     N_("No ticket has this code."),
+    # the session's extra questions: rules.check_answers and the schemas
+    N_("This question must be answered."),
+    N_("The session asks no such question."),
+    N_("Must be text."),
+    N_("Must be text without control characters (line breaks are allowed)."),
+    N_("Must be yes or no (true or false)."),
+    N_("Must be text or true/false."),
+    N_("Must be a short name of lower-case letters, digits, - or _, starting with a letter (at most 40)."),
+    N_("Is a registration field's name; choose another key."),
+    N_("A choice question needs its choices."),
+    N_("Only a choice question has choices."),
+    N_("Each choice must be different."),
+    N_("Only a text question has a maximum length."),
 )
 _TEMPLATED_RULE_REFUSALS = (
     (
@@ -103,6 +116,47 @@ _TEMPLATED_RULE_REFUSALS = (
     (
         re.compile(r"^Only a draft session can be published; this one is (?P<state>\w+)\.$"),
         N_("Only a draft session can be published; this one is %(state)s."),
+    ),
+    # the session's extra questions (rules.question_definition_problems, rules.question_change_refusal)
+    (
+        re.compile(r"^The key (?P<key>\S+) is used by two questions; each needs its own\.$"),
+        N_("The key %(key)s is used by two questions; each needs its own."),
+    ),
+    (
+        re.compile(r"^A session asks at most (?P<most>\d+) questions\.$"),
+        N_("A session asks at most %(most)s questions."),
+    ),
+    (
+        re.compile(r"^People have registered: the question (?P<key>\S+) cannot be removed \(.*\)\.$"),
+        N_("People have registered: the question %(key)s cannot be removed (their answers would be lost)."),
+    ),
+    (
+        re.compile(r"^People have registered: the new question (?P<key>\S+) must be optional \(.*\)\.$"),
+        N_(
+            "People have registered: the new question %(key)s must be optional "
+            "(those already registered have not answered it)."
+        ),
+    ),
+    (
+        re.compile(r"^People have registered: the question (?P<key>\S+) cannot change its kind \(.*\)\.$"),
+        N_(
+            "People have registered: the question %(key)s cannot change its kind (the answers given would no longer fit)."
+        ),
+    ),
+    (
+        re.compile(r"^People have registered: the question (?P<key>\S+) cannot become required \(.*\)\.$"),
+        N_("People have registered: the question %(key)s cannot become required (some have not answered it)."),
+    ),
+    (
+        re.compile(
+            r"^People have registered: the question (?P<key>\S+) must keep its choices "
+            r"\((?P<choices>.*) may have been chosen\)\.$"
+        ),
+        N_("People have registered: the question %(key)s must keep its choices (%(choices)s may have been chosen)."),
+    ),
+    (
+        re.compile(r"^People have registered: the question (?P<key>\S+) cannot allow shorter answers than before\.$"),
+        N_("People have registered: the question %(key)s cannot allow shorter answers than before."),
     ),
 )
 
@@ -216,6 +270,20 @@ def _participant_input(form) -> dict[str, Any]:
     return {**{name: value for name, value in typed.items() if value}, "language": current_language()}
 
 
+#: The registration form names the answer to question ``k`` ``answers.k``: the name its refusal has.
+ANSWER_PREFIX = "answers."
+
+
+def _typed_answers(form) -> dict[str, str]:
+    """What the visitor typed or chose for each question, by key (blank ones too: they are shown again)."""
+    return {name[len(ANSWER_PREFIX) :]: value for name, value in form.items() if name.startswith(ANSWER_PREFIX)}
+
+
+def _questions_of(session_id: str) -> list[rules.Question]:
+    with runtime_of().reading() as uow:
+        return domain.get_session(uow, session_id).questions or []
+
+
 @pages.route("/sessions/<session_id>", methods=["GET", "POST"])
 @page_public
 def session_page(session_id: str):
@@ -224,14 +292,25 @@ def session_page(session_id: str):
     values: dict[str, str] = {name: "" for name in PARTICIPANT_FIELDS}
     errors: dict[str, list[str]] = {}
     status = 200
+    answers: dict[str, str] = {}
     if request.method == "POST":
         values.update({name: request.form.get(name, "") for name in PARTICIPANT_FIELDS})
+        answers = _typed_answers(request.form)
+        # the questions say which answers are yes/no (read outside the registration's transaction, and only
+        # when the form has answers: what it decides is checked again under the lock)
+        questions = _questions_of(session_id) if answers else []
         try:
-            participant = ParticipantSchema().load(_participant_input(request.form))
+            body = {**_participant_input(request.form), "answers": rules.typed_answers(questions, answers)}
+            participant = ParticipantSchema().load(body)
             with runtime.unit_of_work() as uow:
                 registration = domain.register_participant(uow, session_id, participant)
                 uow.commit()  # at once: it releases the session row's lock
-        except (ValidationError, RuleViolation) as error:
+        except ValidationError as error:
+            # the schema refused a field: say at once what the questions would refuse too, so the visitor
+            # corrects everything in one go
+            _stored, answer_problems = rules.check_answers(questions or _questions_of(session_id), body["answers"])
+            errors, status = {**_refusals(RuleViolation("", answer_problems)), **_refusals(error)}, 422
+        except RuleViolation as error:
             errors, status = _refusals(error), 422
         except Conflict as error:
             errors, status = _refusals(error) or {"_schema": [translate_refusal(error.detail)]}, 409
@@ -250,6 +329,8 @@ def session_page(session_id: str):
             stage=STAGE_NAMES.get(lab_session.stage or ""),
             availability=availability(lab_session, seats, _now()),
             values=values,
+            answers=answers,
+            questions=lab_session.questions or [],
             errors=errors,
         ),
         status,
@@ -472,6 +553,83 @@ def _session_input(form, schema_fields) -> dict[str, Any]:
     return body
 
 
+# --- the session's extra questions on the organiser's form -------------------------------------------
+#
+# Why a repeated fieldset and not a line format in one textarea: each question is a few plain fields with
+# their own labels — the question, its kind (a drop-down), "required" (a box to tick), the choices one per
+# line — so an organiser fills it in as any other form, a screen reader names every field, and a typing
+# slip is refused beside the field that has it instead of as "line 3 is malformed". The form shows the
+# session's questions and :data:`BLANK_QUESTION_ROWS` empty ones (saving shows more); clearing a question's
+# text removes it. The short name (key) is made from the question when left empty, and kept afterwards.
+
+#: Empty question rows under the session's questions.
+BLANK_QUESTION_ROWS = 3
+QUESTION_KIND_NAMES = {"text": _l("Text"), "choice": _l("Choice (one of a list)"), "yes-no": _l("Yes or no")}
+_QUESTION_ROW_FIELDS = ("key", "label", "kind", "required", "choices", "max_length")
+
+
+def _question_rows(form) -> list[dict[str, str]]:
+    """The question rows of a submitted session form, as typed (``q-<row>-<field>``)."""
+    rows = []
+    for row in range(rules.MAX_QUESTIONS + BLANK_QUESTION_ROWS):
+        if f"q-{row}-label" not in form:
+            break
+        rows.append({name: form.get(f"q-{row}-{name}", "") for name in _QUESTION_ROW_FIELDS})
+    return rows
+
+
+def _questions_input(rows: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows with a question as the API's ``questions``, and the row each came from (a refusal of
+    ``questions.<i>`` is shown at its row). A row without a key gets one made from its label."""
+    typed_keys = {row["key"].strip() for row in rows if row["label"].strip()}
+    questions: list[dict[str, Any]] = []
+    origin: list[int] = []
+    for index, row in enumerate(rows):
+        label = row["label"].strip()
+        if not label:
+            continue
+        key = row["key"].strip() or rules.question_key_from(label, typed_keys)
+        typed_keys.add(key)
+        question: dict[str, Any] = {"key": key, "label": label, "kind": row["kind"] or "text"}
+        question["required"] = row["required"] == "on"
+        if question["kind"] == "choice":
+            question["choices"] = [line.strip() for line in row["choices"].splitlines() if line.strip()]
+        if question["kind"] == "text" and row["max_length"].strip():
+            length = row["max_length"].strip()
+            question["max_length"] = int(length) if length.isdigit() else length
+        questions.append(question)
+        origin.append(index)
+    return questions, origin
+
+
+def _at_rows(errors: dict[str, list[str]], origin: list[int]) -> dict[str, list[str]]:
+    """Refusals of ``questions.<i>.<field>`` renamed ``questions.<row>.<field>`` for the form's rows."""
+    shown = {}
+    for name, reasons in errors.items():
+        parts = name.split(".")
+        if parts[0] == "questions" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(origin):
+            name = ".".join(["questions", str(origin[int(parts[1])]), *parts[2:]])
+        shown[name] = reasons
+    return shown
+
+
+def _rows_of(questions: list[rules.Question]) -> list[dict[str, str]]:
+    """A session's questions as form rows, and the blank rows after them."""
+    rows = [
+        {
+            "key": q["key"],
+            "label": q["label"],
+            "kind": q["kind"],
+            "required": "on" if q["required"] else "",
+            "choices": "\n".join(q.get("choices", [])),
+            "max_length": str(q["max_length"]) if q["kind"] == "text" else "",
+        }
+        for q in questions
+    ]
+    blank = dict.fromkeys(_QUESTION_ROW_FIELDS, "")
+    return rows + [dict(blank) for _ in range(min(BLANK_QUESTION_ROWS, rules.MAX_QUESTIONS - len(rows)))]
+
+
 @pages.get("/admin/sessions")
 @page_requires("organiser")
 def admin_sessions():
@@ -516,10 +674,12 @@ def admin_sessions():
     )
 
 
-def _session_form_context(lab_session=None, values=None, errors=None) -> dict[str, Any]:
+def _session_form_context(lab_session=None, values=None, errors=None, question_rows=None) -> dict[str, Any]:
     """What the session form (``registration/_session_form.html``) needs, filled from ``lab_session``."""
     with runtime_of().reading() as uow:
         programmes = domain.list_programmes(uow, limit=500)
+    if question_rows is None:
+        question_rows = _rows_of((lab_session.questions if lab_session is not None else None) or [])
     if values is None:
         values = {name: "" for name in SESSION_FORM_FIELDS}
         values["waitlist"] = "on"
@@ -536,11 +696,15 @@ def _session_form_context(lab_session=None, values=None, errors=None) -> dict[st
         "stages": STAGE_NAMES,
         "schema_fields": SessionCreateSchema().fields,
         "zone": runtime_of().settings.timezone,
+        "question_rows": question_rows,
+        "question_kinds": QUESTION_KIND_NAMES,
+        "default_text_length": rules.DEFAULT_TEXT_LENGTH,
     }
 
 
-def _new_session_page(values=None, errors=None, status=200):
-    return render_template("registration/admin_session_new.html", **_session_form_context(None, values, errors)), status
+def _new_session_page(values=None, errors=None, status=200, question_rows=None):
+    context = _session_form_context(None, values, errors, question_rows)
+    return render_template("registration/admin_session_new.html", **context), status
 
 
 @pages.route("/admin/sessions/new", methods=["GET", "POST"])
@@ -552,6 +716,8 @@ def admin_new_session():
     schema = SessionCreateSchema()
     values = {name: request.form.get(name, "") for name in (*SESSION_FORM_FIELDS, "waitlist")}
     body = _session_input(request.form, schema.fields)
+    rows = _question_rows(request.form)
+    body["questions"], origin = _questions_input(rows)
     if "state" in schema.fields:
         body["state"] = "published" if request.form.get("action") == "publish" else "draft"
     try:
@@ -560,7 +726,8 @@ def admin_new_session():
             lab_session = domain.create_session(uow, fields, g.principal)
             uow.commit()
     except (ValidationError, RuleViolation) as error:
-        return _new_session_page(values=values, errors=_refusals(error), status=422)
+        errors = _at_rows(_refusals(error), origin)
+        return _new_session_page(values=values, errors=errors, status=422, question_rows=rows)
     flash(_("The session was saved."), "ok")
     return redirect(f"/registration/admin/sessions/{lab_session.id}", 303)
 
@@ -571,18 +738,25 @@ def admin_session(session_id: str):
     """A session for its organisers: edit it, publish or cancel it, see its registrations. Organisers only."""
     values: dict[str, Any] | None = None
     errors: dict[str, list[str]] = {}
+    rows: list[dict[str, str]] | None = None
     status = 200
     if request.method == "POST":
         schema = SessionCreateSchema(partial=True)
         values = {name: request.form.get(name, "") for name in (*SESSION_FORM_FIELDS, "waitlist")}
+        body = _session_input(request.form, schema.fields)
+        rows = _question_rows(request.form)
+        body["questions"], origin = _questions_input(rows)
+        if not rows:  # a form without the question rows (an older page) leaves the questions as they are
+            del body["questions"]
         try:
-            changes = schema.load(_session_input(request.form, schema.fields))
+            changes = schema.load(body)
             with runtime_of().unit_of_work() as uow:
                 domain.change_session(uow, session_id, changes)
                 uow.commit()
         except (ValidationError, RuleViolation, Conflict) as error:
             errors = _refusals(error) or {"_schema": [translate_refusal(str(getattr(error, "detail", error)))]}
-            status = 422
+            errors = _at_rows(errors, origin)
+            status = 409 if isinstance(error, domain.QuestionsInUse) else 422
         else:
             flash(_("The session was saved."), "ok")
             return redirect(f"/registration/admin/sessions/{session_id}", 303)
@@ -605,7 +779,7 @@ def admin_session(session_id: str):
         "registration/admin_session.html",
         arrived=arrived,
         imports=imports,
-        **_session_form_context(lab_session, values, errors),
+        **_session_form_context(lab_session, values, errors, rows),
         seats=seats,
         state_name=STATE_NAMES.get(lab_session.state, lab_session.state),
         registrations=registrations,

@@ -20,7 +20,10 @@ what they decided. An import-linter contract keeps SQLAlchemy, Flask, smtplib an
 - **spreadsheets** — cells a spreadsheet would run as formulas (:func:`spreadsheet_cell`, the one home of
   the CSV exports' writer, :func:`spreadsheet_csv`), and reading the CSV an agency sends for a bulk import
   (:func:`read_import_sheet`);
-- **calendar entries** — a session as an iCalendar ``VEVENT`` (:func:`calendar_entry`).
+- **calendar entries** — a session as an iCalendar ``VEVENT`` (:func:`calendar_entry`);
+- **the session's extra questions** — which definitions a session may have, which changes its organiser
+  may make once people have registered (:func:`question_change_refusal`), and whether a registrant's answers
+  fit them (:func:`check_answers`).
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ import hmac
 import io
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from math import ceil
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import icalendar
 import phonenumbers
@@ -529,6 +533,7 @@ class SheetRow:
 
     line: int
     fields: dict[str, str]
+    answers: dict[str, str] = field(default_factory=dict)  # cells of the columns named after question keys
 
 
 @dataclass(frozen=True)
@@ -548,9 +553,10 @@ def _decode_sheet(raw: bytes) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
-def read_import_sheet(raw: bytes) -> ImportSheet:
+def read_import_sheet(raw: bytes, answer_columns: Collection[str] = ()) -> ImportSheet:
     """The rows of the CSV an agency sends: comma- or semicolon-separated (Excel in Indonesian locales
-    writes ``;``), headers in Indonesian or English (:data:`IMPORT_COLUMNS`), blank lines skipped.
+    writes ``;``), headers in Indonesian or English (:data:`IMPORT_COLUMNS`), blank lines skipped. A column
+    named after one of ``answer_columns`` (the session's question keys) is read as that question's answer.
 
     Raises :class:`UnreadableSheet` with a sentence when the file as a whole cannot be imported; a row with
     wrong values is *not* refused here — each row is checked by the registration rules, line by line.
@@ -573,7 +579,12 @@ def read_import_sheet(raw: bytes) -> ImportSheet:
             "The first line must name the columns; missing: " + ", ".join(missing) + " "
             "(accepted names: " + "; ".join(f"{n}: {', '.join(IMPORT_COLUMNS[n])}" for n in missing) + ")."
         )
-    ignored = [cell.strip() for cell, name in zip(header, columns, strict=False) if name is None and cell.strip()]
+    answer_keys = [cell.strip().lower() if cell.strip().lower() in answer_columns else None for cell in header]
+    ignored = [
+        cell.strip()
+        for cell, name, key in zip(header, columns, answer_keys, strict=False)
+        if name is None and key is None and cell.strip()
+    ]
     rows: list[SheetRow] = []
     next_line = reader.line_num + 1
     try:
@@ -588,7 +599,12 @@ def read_import_sheet(raw: bytes) -> ImportSheet:
                 for name, cell in zip(columns, cells, strict=False)
                 if name is not None and cell.strip()
             }
-            rows.append(SheetRow(line, values))
+            answers = {
+                key: cell.strip()
+                for key, cell in zip(answer_keys, cells, strict=False)
+                if key is not None and cell.strip()
+            }
+            rows.append(SheetRow(line, values, answers))
     except csv.Error as exc:
         raise UnreadableSheet(f"Line {next_line} is not readable CSV: {exc}.") from None
     return ImportSheet(rows, ignored)
@@ -645,3 +661,217 @@ def calendar_entry(session: CalendarSession, zone: tzinfo, stamp: datetime) -> b
     calendar.add_component(event)
     calendar.add_missing_timezones()
     return calendar.to_ical()
+
+
+# --- the session's extra questions ---------------------------------------------------------------------
+#
+# An organiser may ask registrants a few questions of their own (T-shirt size, dietary needs, "will you bring
+# a laptop?"). The definitions are stored on the session row as JSON (``lab_sessions.questions``), so the
+# statement that locks the session for a registration reads them too and checking the answers costs no
+# statement; the answers are stored on the registration row (``registrations.answers``), written by the
+# same INSERT as the registration itself.
+
+#: The kinds of question: free text, one of the organiser's choices, or yes/no.
+QUESTION_KINDS = ("text", "choice", "yes-no")
+#: The most questions one session may ask, and choices one question may offer.
+MAX_QUESTIONS = 20
+MAX_CHOICES = 50
+#: A text answer's length limit when the organiser sets none, and the largest they may set.
+DEFAULT_TEXT_LENGTH = 500
+LONGEST_TEXT_LENGTH = 5000
+#: A question's key: a short slug (it names the answer in the API, the CSV column and the import column).
+QUESTION_KEY = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+#: Keys a question may not have: the registration's own fields and columns, and every header an import
+#: reads as a registration field (a question ``nip`` would be ambiguous in an export and in an import).
+RESERVED_QUESTION_KEYS = frozenset(
+    {
+        *(alias for aliases in IMPORT_COLUMNS.values() for alias in aliases),
+        *IMPORT_COLUMNS,
+        "id",
+        "session_id",
+        "status",
+        "position",
+        "language",
+        "created_at",
+        "cancelled_at",
+        "answers",
+        "ticket_code",
+        "checked_in_at",
+    }
+)
+
+
+class Question(TypedDict):
+    """One question as stored on the session (the API's ``questions`` items): ``choices`` only for a
+    ``choice`` question, ``max_length`` only for a ``text`` one."""
+
+    key: str
+    label: str
+    kind: str
+    required: bool
+    choices: NotRequired[list[str]]
+    max_length: NotRequired[int]
+
+
+def question_definition_problems(questions: Sequence[Question]) -> list[str]:
+    """Why this list of (individually valid) questions may not be a session's, or ``[]``: too many, or
+    a key used twice. Each question's own fields are the schema's to check."""
+    problems = []
+    if len(questions) > MAX_QUESTIONS:
+        problems.append(f"A session asks at most {MAX_QUESTIONS} questions.")
+    seen: set[str] = set()
+    for question in questions:
+        if question["key"] in seen:
+            problems.append(f"The key {question['key']} is used by two questions; each needs its own.")
+        seen.add(question["key"])
+    return problems
+
+
+def question_change_refusal(before: Sequence[Question], after: Sequence[Question], registered: bool) -> str | None:
+    """Why the session's questions may not change from ``before`` to ``after``, or ``None``.
+
+    Before anyone has registered, the organiser may change anything. Once someone has (``registered``:
+    any registration, cancelled ones too, since their answers stay on record), a change may not make a stored
+    answer lost, meaningless or incomplete. So it may relabel and reorder questions, add *optional* ones,
+    add choices, make a required question optional and allow longer text — and may not remove a question,
+    add a required one, make one required, change a question's kind, drop a choice or shorten the limit.
+    """
+    if not registered:
+        return None
+    old = {question["key"]: question for question in before}
+    new = {question["key"]: question for question in after}
+    for key in old.keys() - new.keys():
+        return f"People have registered: the question {key} cannot be removed (their answers would be lost)."
+    for key, question in new.items():
+        if key not in old:
+            if question["required"]:
+                return (
+                    f"People have registered: the new question {key} must be optional "
+                    "(those already registered have not answered it)."
+                )
+            continue
+        was = old[key]
+        if question["kind"] != was["kind"]:
+            return (
+                f"People have registered: the question {key} cannot change its kind "
+                "(the answers given would no longer fit)."
+            )
+        if question["required"] and not was["required"]:
+            return f"People have registered: the question {key} cannot become required (some have not answered it)."
+        dropped = [choice for choice in was.get("choices", []) if choice not in question.get("choices", [])]
+        if dropped:
+            return (
+                f"People have registered: the question {key} must keep its choices "
+                f"({', '.join(dropped)} may have been chosen)."
+            )
+        if question.get("max_length", 0) < was.get("max_length", 0):
+            return f"People have registered: the question {key} cannot allow shorter answers than before."
+    return None
+
+
+#: Control characters a text answer may not hold; a line break (``\n``) is allowed.
+_ANSWER_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+#: The refusals of :func:`check_answers` (the pages translate them).
+ANSWER_REQUIRED = "This question must be answered."
+ANSWER_UNKNOWN = "The session asks no such question."
+ANSWER_NOT_TEXT = "Must be text."
+ANSWER_CONTROL_CHARACTERS = "Must be text without control characters (line breaks are allowed)."
+ANSWER_NOT_YES_NO = "Must be yes or no (true or false)."
+
+
+def check_answers(
+    questions: Sequence[Question], answers: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """A registrant's answers to the session's questions, checked: ``(answers as stored, problems)``.
+
+    ``problems`` names each refused answer as ``answers.<key>`` with its rule, and is empty when the
+    answers may be stored. Text is trimmed (a blank answer counts as no answer), may span lines (``\n``;
+    ``\r\n`` is made ``\n``) but hold no other control character, and is at most the question's
+    ``max_length``; a choice is exactly one of the question's choices; a yes/no answer is a boolean. A
+    required question must be answered; a key the session does not ask is refused. Unanswered optional
+    questions are left out of what is stored.
+    """
+    stored: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    asked = {question["key"]: question for question in questions}
+    for key in answers:
+        if key not in asked:
+            problems[f"answers.{key}"] = [ANSWER_UNKNOWN]
+    for key, question in asked.items():
+        value = answers.get(key)
+        if isinstance(value, str):
+            value = value.replace("\r\n", "\n").strip()
+            if value == "":
+                value = None
+        if value is None:
+            if question["required"]:
+                problems[f"answers.{key}"] = [ANSWER_REQUIRED]
+            continue
+        problem = _answer_problem(question, value)
+        if problem:
+            problems[f"answers.{key}"] = [problem]
+        else:
+            stored[key] = value
+    return stored, problems
+
+
+def _answer_problem(question: Question, value: Any) -> str | None:
+    if question["kind"] == "yes-no":
+        return None if isinstance(value, bool) else ANSWER_NOT_YES_NO
+    if not isinstance(value, str):
+        return ANSWER_NOT_TEXT
+    if question["kind"] == "choice":
+        choices = question.get("choices", [])
+        return None if value in choices else "Must be one of: " + ", ".join(choices) + "."
+    if _ANSWER_CONTROLS.search(value):
+        return ANSWER_CONTROL_CHARACTERS
+    longest = question.get("max_length", DEFAULT_TEXT_LENGTH)
+    return f"Longer than maximum length {longest}." if len(value) > longest else None
+
+
+#: How people write yes and no in a sheet or a form (compared lower-cased, trimmed).
+_YES = frozenset({"yes", "y", "ya", "true", "1", "iya", "benar"})
+_NO = frozenset({"no", "n", "tidak", "tdk", "false", "0", "bukan"})
+
+
+def read_yes_no(text: str) -> bool | str:
+    """A yes/no answer typed in a sheet or sent by a form (``ya``/``tidak``, ``yes``/``no``, ``1``/``0``…)
+    as a boolean; anything else is returned unchanged, for :func:`check_answers` to refuse."""
+    word = text.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    return text
+
+
+def typed_answers(questions: Sequence[Question], typed: dict[str, str]) -> dict[str, Any]:
+    """Answers typed as text (a form, an imported sheet) as the API takes them: yes/no read as booleans
+    (:func:`read_yes_no`), blanks left out. Keys the session does not ask stay (they are refused later)."""
+    kinds = {question["key"]: question["kind"] for question in questions}
+    answers: dict[str, Any] = {}
+    for key, text in typed.items():
+        if not text.strip():
+            continue
+        answers[key] = read_yes_no(text) if kinds.get(key) == "yes-no" else text
+    return answers
+
+
+def answer_cell(value: Any) -> str:
+    """An answer as a spreadsheet cell: ``yes``/``no`` for a yes/no answer, blank when unanswered."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def question_key_from(label: str, taken: Collection[str]) -> str:
+    """A key for a question the organiser wrote on the page without one: its label as a slug (accents
+    dropped, at most 40 characters), kept clear of ``taken`` keys and of the reserved names by a number."""
+    folded = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:32].strip("-")
+    if not slug or not slug[0].isalpha():
+        slug = ("q-" + slug).strip("-")
+    key, number = slug, 2
+    while key in taken or key in RESERVED_QUESTION_KEYS:
+        key, number = f"{slug}-{number}", number + 1
+    return key

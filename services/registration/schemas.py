@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from services.registration import rules
 from services.registration.rules import STAGES, nip_problem, normalise_email, normalise_mobile_number
 from shared.http import PageQuerySchema, RequestSchema, one_line
 
@@ -72,7 +74,103 @@ def _when(description: str, **kwargs) -> fields.AwareDateTime:
 _https_url = validate.URL(schemes={"http", "https"}, require_tld=False)
 
 
-class SessionCreateSchema(RequestSchema):
+def flattened(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested errors (``{"questions": {1: {"kind": [...]}}}``) by dotted field name
+    (``questions.1.kind``), the shape of the problem's ``errors`` (and of a page's inline errors)."""
+    if not isinstance(messages, dict):
+        return {prefix or "_schema": [str(m) for m in (messages if isinstance(messages, list) else [messages])]}
+    flat: dict[str, list[str]] = {}
+    for name, inner in messages.items():
+        flat.update(flattened(inner, f"{prefix}.{name}" if prefix else str(name)))
+    return flat
+
+
+class QuestionSchema(RequestSchema):
+    """One extra question the organiser asks registrants of a session."""
+
+    key = fields.Str(
+        required=True,
+        validate=validate.Regexp(
+            rules.QUESTION_KEY.pattern + r"\Z",
+            error="Must be a short name of lower-case letters, digits, - or _, starting with a letter (at most 40).",
+        ),
+        metadata={
+            "description": "names the answer in `answers`, in the CSV export and as an import column",
+            "example": "ukuran-kaos",
+        },
+    )
+    label = fields.Str(
+        required=True,
+        validate=[validate.Length(min=2, max=300), one_line],
+        metadata={"description": "the question as registrants read it", "example": "Ukuran kaos"},
+    )
+    kind = fields.Str(required=True, validate=validate.OneOf(rules.QUESTION_KINDS))
+    required = fields.Bool(load_default=False)
+    choices = fields.List(
+        fields.Str(validate=[validate.Length(min=1, max=200), one_line]),
+        validate=validate.Length(min=2, max=rules.MAX_CHOICES),
+        metadata={"description": "`choice` questions only: what registrants choose from", "example": ["S", "M", "L"]},
+    )
+    max_length = fields.Int(
+        strict=True,
+        validate=validate.Range(min=1, max=rules.LONGEST_TEXT_LENGTH),
+        metadata={"description": f"`text` questions only: the longest answer (default {rules.DEFAULT_TEXT_LENGTH})"},
+    )
+
+    @validates("key")
+    def _key_not_reserved(self, value: str, **_kwargs) -> None:
+        if value in rules.RESERVED_QUESTION_KEYS:
+            raise ValidationError("Is a registration field's name; choose another key.")
+
+    @validates_schema
+    def _fields_of_the_kind(self, data: dict, **_kwargs) -> None:
+        if data["kind"] == "choice" and "choices" not in data:
+            raise ValidationError({"choices": ["A choice question needs its choices."]})
+        if data["kind"] != "choice" and "choices" in data:
+            raise ValidationError({"choices": ["Only a choice question has choices."]})
+        if data["kind"] == "choice" and len(set(data["choices"])) != len(data["choices"]):
+            raise ValidationError({"choices": ["Each choice must be different."]})
+        if data["kind"] != "text" and "max_length" in data:
+            raise ValidationError({"max_length": ["Only a text question has a maximum length."]})
+
+    @post_load
+    def _stored(self, data: dict, **_kwargs) -> dict:
+        """The definition as stored (``rules.Question``): only the fields of its kind."""
+        question = {name: data[name] for name in ("key", "label", "kind", "required")}
+        if data["kind"] == "choice":
+            question["choices"] = data["choices"]
+        if data["kind"] == "text":
+            question["max_length"] = data.get("max_length", rules.DEFAULT_TEXT_LENGTH)
+        return question
+
+
+def _questions_field(**kwargs) -> fields.List:
+    return fields.List(
+        fields.Nested(QuestionSchema),
+        validate=validate.Length(max=rules.MAX_QUESTIONS),
+        metadata={
+            "description": f"extra questions registrants answer (at most {rules.MAX_QUESTIONS}, keys unique); "
+            "once people have registered, only relabelling, reordering, new optional questions, new choices, "
+            "a required question made optional and a longer text limit are accepted (else 409, naming why)"
+        },
+        **kwargs,
+    )
+
+
+class QuestionsMixin:
+    """Refuses two questions with one key, and reports errors inside a question as ``questions.<i>.<field>``."""
+
+    @validates_schema
+    def _unique_keys(self, data: dict, **_kwargs) -> None:
+        problems = rules.question_definition_problems(data.get("questions") or [])
+        if problems:
+            raise ValidationError({"questions": problems})
+
+    def handle_error(self, error: ValidationError, data: Any, **kwargs) -> None:
+        raise ValidationError(flattened(error.messages), data=error.data, valid_data=error.valid_data)
+
+
+class SessionCreateSchema(QuestionsMixin, RequestSchema):
     """A new session. The foundation's five fields alone make a published session with a waiting list."""
 
     title = fields.Str(required=True, validate=[validate.Length(min=3, max=200), one_line])
@@ -94,9 +192,10 @@ class SessionCreateSchema(RequestSchema):
         load_default=False,
         metadata={"description": "a record of a session that already happened (its start may be past)"},
     )
+    questions = _questions_field(load_default=list)
 
 
-class SessionChangeSchema(RequestSchema):
+class SessionChangeSchema(QuestionsMixin, RequestSchema):
     """What an organiser changes in a session; fields left out stay as they are."""
 
     title = fields.Str(validate=[validate.Length(min=3, max=200), one_line])
@@ -110,6 +209,18 @@ class SessionChangeSchema(RequestSchema):
     waitlist = fields.Bool()
     registration_opens_at = _when("registration opens (null: at once)", allow_none=True)
     registration_closes_at = _when("registration closes (null: at the start)", allow_none=True)
+    questions = _questions_field()
+
+
+class QuestionAnswerSchema(Schema):
+    """A question as the session's answer shows it."""
+
+    key = fields.Str(required=True)
+    label = fields.Str(required=True)
+    kind = fields.Str(required=True, validate=validate.OneOf(rules.QUESTION_KINDS))
+    required = fields.Bool(required=True)
+    choices = fields.List(fields.Str(), metadata={"description": "`choice` questions only"})
+    max_length = fields.Int(metadata={"description": "`text` questions only"})
 
 
 class SessionSchema(Schema):
@@ -133,6 +244,9 @@ class SessionSchema(Schema):
     seats_available = fields.Int(required=True)
     confirmed_count = fields.Int(required=True)
     waitlisted_count = fields.Int(required=True)
+    questions = fields.List(
+        fields.Nested(QuestionAnswerSchema), required=True, metadata={"description": "the extra questions to answer"}
+    )
 
 
 class SessionQuerySchema(PageQuerySchema):
@@ -177,6 +291,18 @@ class ParticipantSchema(RequestSchema):
         validate=validate.OneOf(["id", "en"]),
         metadata={"description": "the language every later message uses"},
     )
+    answers = fields.Dict(
+        keys=fields.Str(),
+        values=fields.Raw(),
+        load_default=dict,
+        validate=validate.Length(max=rules.MAX_QUESTIONS, error="Answers at most {max} questions."),
+        metadata={
+            "description": "answers to the session's questions by key: text (lines allowed, up to the question's "
+            "`max_length`), one of a `choice` question's choices, `true`/`false` for `yes-no`; every `required` "
+            "question answered, no other key. A refusal names `answers.<key>`",
+            "example": {"ukuran-kaos": "M", "membawa-laptop": True},
+        },
+    )
 
     @validates("nip")
     def _nip(self, value: str, **_kwargs) -> None:
@@ -191,6 +317,21 @@ class ParticipantSchema(RequestSchema):
     @validates("phone")
     def _phone(self, value: str, **_kwargs) -> None:
         _reason_as_validation_error(normalise_mobile_number, value)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _answers_shape(self, data: dict, **_kwargs) -> None:
+        """Only the answers' shape, naming ``answers.<key>``: whether they fit the session's questions is the
+        domain's to check (``rules.check_answers``), against the definitions its locking statement reads."""
+        wrong: dict[str, list[str]] = {}
+        for key, answer in (data.get("answers") or {}).items():
+            if len(key) > 40:  # no question has such a key (and the name would not fit a problem's errors)
+                wrong[f"answers.{key[:40]}…"] = [rules.ANSWER_UNKNOWN]
+            elif not isinstance(answer, bool | str):
+                wrong[f"answers.{key}"] = ["Must be text or true/false."]
+            elif isinstance(answer, str) and len(answer) > rules.LONGEST_TEXT_LENGTH:
+                wrong[f"answers.{key}"] = [f"Longer than maximum length {rules.LONGEST_TEXT_LENGTH}."]
+        if wrong:
+            raise ValidationError(wrong)
 
     @validates("position")
     def _position(self, value, **_kwargs) -> None:
@@ -241,6 +382,11 @@ class RegistrationSchema(Schema):
         },
     )
     checked_in_at = fields.AwareDateTime(allow_none=True, metadata={"description": "when the ticket was checked in"})
+    answers = fields.Dict(
+        keys=fields.Str(),
+        values=fields.Raw(),
+        metadata={"description": "answers to the session's questions by key (organisers and the participant only)"},
+    )
 
 
 class RegistrationCreatedSchema(RegistrationSchema):

@@ -55,6 +55,8 @@ class LabSession(Base):
 
     ``state`` is ``draft``, ``published`` or ``cancelled``. The registration window is
     ``[registration_opens_at, registration_closes_at)``; an open end means "from now" / "until the start".
+    ``questions`` are the organiser's extra questions (``None`` or ``[]``: none), kept on this row so that the
+    statement that locks it for a registration reads them too.
     """
 
     __tablename__ = "lab_sessions"
@@ -73,6 +75,9 @@ class LabSession(Base):
     registration_closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(20), default="published")
     record: Mapped[bool] = mapped_column(Boolean, default=False)
+    questions: Mapped[list | None] = mapped_column(
+        JSON, comment="the organiser's extra questions (rules.Question); on this row so the lock reads them"
+    )
     confirmed_count: Mapped[int] = mapped_column(Integer, default=0)
     waitlisted_count: Mapped[int] = mapped_column(Integer, default=0)
     waitlist_sequence: Mapped[int] = mapped_column(Integer, default=0)
@@ -97,6 +102,8 @@ class Registration(Base):
 
     ``job_title`` is the participant's position (jabatan); the API's ``position`` is the place on the waiting
     list, computed as the rank of ``waitlist_sequence`` among the session's registrations still waiting.
+    ``answers`` holds the answers to the session's questions (``None``: none given), checked by
+    ``rules.check_answers`` and written by the registration's own INSERT.
     """
 
     __tablename__ = "registrations"
@@ -118,6 +125,7 @@ class Registration(Base):
     waitlist_sequence: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answers: Mapped[dict | None] = mapped_column(JSON, comment="answers to the session's questions, by key")
 
     session: Mapped[LabSession] = relationship(back_populates="registrations")
 
