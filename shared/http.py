@@ -55,6 +55,7 @@ from shared.observability import (
 )
 from shared.pages import error_page, install_pages, wants_html_page
 from shared.problems import PROBLEM_JSON, Problem, problem_body
+from shared.ratelimit import install_rate_limits
 from shared.runtime import ServiceRuntime
 from shared.tokens import load_secret_key
 
@@ -277,6 +278,7 @@ def create_service_app(
         app.register_blueprint(blueprint, url_prefix=f"/{name}")
     app.register_blueprint(_operations_blueprint(runtime), url_prefix=f"/{name}")
     _install_request_context(app, name)
+    install_rate_limits(app, runtime.settings, client_address)  # public writes (shared/ratelimit.py)
     install_verifier(app, runtime.settings)  # every service checks tokens; only registration issues them
 
     @app.errorhandler(Problem)

@@ -74,7 +74,7 @@ def test_what_the_caller_commits_is_stored_with_its_event(runtime):
 
 def test_the_user_create_command_commits_the_account_it_creates(data_env, runtime_for):
     email, password = "penilai@kaltaraprov.go.id", "rahasia-penilai-2017"
-    arguments = ["user", "create", "--role", "evaluator", "--email", email, "--password", password]
+    arguments = ["user", "create", "--role", "evaluator", "--email", email, "--password", password, "--create"]
     result = CliRunner().invoke(main, arguments, env=data_env)
 
     assert result.exit_code == 0, result.output
