@@ -91,6 +91,7 @@ from shared.errors import DomainError
 from shared.http import PageQuerySchema, client_address, runtime_of
 from shared.idempotency import idempotent
 from shared.problems import Problem
+from shared.ratelimit import public_write_limit
 
 blp = Blueprint("registration_api", __name__, description="Accounts, programmes, sessions and registrations")
 
@@ -345,6 +346,7 @@ def cancel_session(session_id):
 
 @blp.post("/sessions/<session_id>/registrations")
 @public
+@public_write_limit
 @idempotent
 @blp.arguments(ParticipantSchema)
 @blp.response(201, RegistrationCreatedSchema)
@@ -402,6 +404,7 @@ def _ticket_key() -> bytes:
 
 @blp.post("/registrations/<registration_id>/cancel")
 @requires("organiser", "participant")
+@public_write_limit
 @idempotent
 @blp.response(200, RegistrationSchema)
 @blp.alt_response(403, description="A participant token of another registration, or of a cancelled one")

@@ -40,6 +40,7 @@ from shared.http import client_address, runtime_of
 from shared.i18n import N_, current_language
 from shared.i18n import translate_refusal as _translate_any_refusal
 from shared.pages import ROLE_HOME, error_page, page_principal, page_public, page_requires, safe_next, sign_in_response
+from shared.ratelimit import public_write_limit
 from shared.tokens import AuthError
 
 pages = Blueprint("registration_pages", __name__)
@@ -286,6 +287,7 @@ def _questions_of(session_id: str) -> list[rules.Question]:
 
 @pages.route("/sessions/<session_id>", methods=["GET", "POST"])
 @page_public
+@public_write_limit
 def session_page(session_id: str):
     """A session and its registration form. Anyone may open it and register (no account needed)."""
     runtime = runtime_of()
@@ -457,6 +459,7 @@ def _link_refused():
 
 @pages.post("/manage/<registration_id>/cancel")
 @page_public
+@public_write_limit
 def cancel_own(registration_id: str):
     """Cancel a registration: its participant (the token from their link, sent with the form) or an organiser."""
     token = request.form.get("token", "")

@@ -1,15 +1,13 @@
 """Public writes are rate-limited in a Redis every web process shares (``shared/ratelimit.py``).
 
-The registration app is the real one, built by its own ``create_app``; the limiter is installed on it here and
-its two public writes marked, as the app factory and ``api.py`` do once they carry ``install_rate_limits`` and
-``@public_write_limit`` (when they do, the fixture uses theirs). The counters live in the machine's real Redis
-(or the embedded broker's); each test sends from client addresses of its own (and, with its own limiter, under
-a key prefix of its own), so tests and concurrent runs never see each other's counts.
+The registration app is the real one, built by its own ``create_app``: the app factory installs the limiter and
+``api.py`` marks the two public writes. The counters live in the machine's real Redis (or the embedded
+broker's); each test sends from client addresses of its own, so tests and concurrent runs never see each
+other's counts.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import uuid
@@ -20,24 +18,13 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from shared.config import embedded_broker_socket, load_settings
-from shared.http import client_address
 from shared.messaging.broker import start_embedded_broker
 from shared.migrations import upgrade
-from shared.ratelimit import install_rate_limits, public_write_limit
 from shared.tokens import load_private_key_pem
 from tests.support.runtimes import create_session_directly
 from tests.support.suite import participant
 
 REDIS_URL = os.environ.get("LABINOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-#: The registration API's public writes, as ``services/registration/api.py`` marks them.
-PUBLIC_WRITES = ("registration_api.register", "registration_api.cancel_registration")
-
-
-def _mark_public_writes(app: Flask) -> None:
-    """What ``@public_write_limit`` on the two views does, without touching the module's own functions."""
-    for endpoint in PUBLIC_WRITES:
-        view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = public_write_limit(functools.wraps(view)(lambda *a, _v=view, **k: _v(*a, **k)))
 
 
 @pytest.fixture
@@ -60,11 +47,7 @@ def registration_apps(tmp_path):
         runtimes.append(runtime)
         apps = []
         for _ in range(count):
-            app = create_app(bootstrap(settings))
-            if "limiter" not in app.extensions:  # the app factory does not install it itself (yet)
-                install_rate_limits(app, settings, client_address, key_prefix=prefix)
-            _mark_public_writes(app)
-            apps.append(app)
+            apps.append(create_app(bootstrap(settings)))  # the app factory installs the limiter, api.py marks views
         return runtime, apps
 
     yield make
