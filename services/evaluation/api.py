@@ -56,6 +56,7 @@ from services.evaluation.tables import Assignment, Evaluation, Proposal, Round
 from shared.auth import Principal, current_principal, requires
 from shared.http import PageQuerySchema, runtime_of
 from shared.idempotency import idempotent
+from shared.spreadsheets import spreadsheet_csv
 
 blp = Blueprint("evaluation_api", __name__, description="Proposals, rounds, assignments, scores and results")
 
@@ -369,7 +370,7 @@ def results_csv(round_id):
     """The ranking as CSV for a spreadsheet (UTF-8 with BOM, formulas neutralised)."""
     with runtime_of().reading() as uow:
         rows = domain.results_rows(uow, round_id)
-    document = rules.spreadsheet_csv(RESULTS_COLUMNS, ([row[c] for c in RESULTS_COLUMNS] for row in rows))
+    document = spreadsheet_csv(RESULTS_COLUMNS, ([row[c] for c in RESULTS_COLUMNS] for row in rows))
     return Response(
         document,
         mimetype="text/csv",

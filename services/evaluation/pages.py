@@ -29,6 +29,7 @@ from shared.errors import DomainError
 from shared.http import runtime_of
 from shared.i18n import N_, current_language, translate_refusal
 from shared.pages import error_page, page_principal, page_public, page_requires
+from shared.spreadsheets import spreadsheet_csv
 
 pages = Blueprint("evaluation_pages", __name__)
 
@@ -192,7 +193,7 @@ def results_csv_page(round_id: str):
             rows = domain.results_rows(uow, round_id)
         except DomainError as refusal:
             return error_page(refusal.status)
-    document = rules.spreadsheet_csv(RESULTS_COLUMNS, ([row[c] for c in RESULTS_COLUMNS] for row in rows))
+    document = spreadsheet_csv(RESULTS_COLUMNS, ([row[c] for c in RESULTS_COLUMNS] for row in rows))
     return Response(
         document,
         mimetype="text/csv",

@@ -17,8 +17,6 @@ agreement) are ``scoring.py``'s; this module decides everything around them:
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -579,37 +577,6 @@ def objection_refusal(provisional_at: datetime | None, deadline: datetime | None
     if now >= deadline:
         return f"The objection window closed at {deadline.isoformat()}."
     return None
-
-
-# --- spreadsheets -----------------------------------------------------------------------------------------
-
-#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_cell(value: Any) -> str:
-    """``value`` as a CSV cell a spreadsheet shows as text: a formula-like start gets a leading ``'``.
-    Numbers are written as they are (a negative number is a number, not a formula)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if isinstance(value, float) else str(value)
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def spreadsheet_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """UTF-8 with a BOM (so a spreadsheet reads Indonesian names right), a header row, every cell through
-    :func:`spreadsheet_cell`."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([spreadsheet_cell(value) for value in row])
-    return out.getvalue().encode("utf-8")
 
 
 # --- the results page's chart -------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.registration import domain
-from services.registration.rules import STAGES, Access, SeatCount, answer_cell, import_progress, spreadsheet_csv
+from services.registration.rules import STAGES, Access, SeatCount, answer_cell, import_progress
 from services.registration.schemas import (
     CheckInRequestSchema,
     CheckInSchema,
@@ -92,6 +92,7 @@ from shared.http import PageQuerySchema, client_address, runtime_of
 from shared.idempotency import idempotent
 from shared.problems import Problem
 from shared.ratelimit import public_write_limit
+from shared.spreadsheets import spreadsheet_csv
 
 blp = Blueprint("registration_api", __name__, description="Accounts, programmes, sessions and registrations")
 
@@ -481,7 +482,7 @@ CSV_COLUMNS = (
 
 
 def csv_answer(document: bytes, filename: str) -> Response:
-    """A CSV document (made by :func:`rules.spreadsheet_csv`) as a download."""
+    """A CSV document (made by :func:`shared.spreadsheets.spreadsheet_csv`) as a download."""
     return Response(
         document, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )

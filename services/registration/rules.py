@@ -17,8 +17,8 @@ what they decided. An import-linter contract keeps SQLAlchemy, Flask, smtplib an
 - **tickets** — the signed check-in code of a registration, and reading a typed or scanned one back
   (:func:`ticket_code`, :func:`read_ticket_code`), and whether a ticket may be checked in
   (:func:`check_in_refusal`);
-- **spreadsheets** — cells a spreadsheet would run as formulas (:func:`spreadsheet_cell`, the one home of
-  the CSV exports' writer, :func:`spreadsheet_csv`), and reading the CSV an agency sends for a bulk import
+- **spreadsheets** — reading the CSV an agency sends for a bulk import (exports are written by
+  :mod:`shared.spreadsheets`)
   (:func:`read_import_sheet`);
 - **calendar entries** — a session as an iCalendar ``VEVENT`` (:func:`calendar_entry`);
 - **the session's extra questions** — which definitions a session may have, which changes its organiser
@@ -36,7 +36,7 @@ import io
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -480,31 +480,6 @@ def check_in_refusal(
     if already_checked_in:
         return CheckInRefusal.ALREADY_CHECKED_IN
     return None
-
-
-# --- spreadsheets --------------------------------------------------------------------------------------
-
-#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_cell(value: Any) -> str:
-    """``value`` as a CSV cell a spreadsheet shows as text: one that would start a formula gets a ``'``."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def spreadsheet_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """A CSV document that opens cleanly in a spreadsheet: UTF-8 with a BOM (Excel then reads the accents
-    of Indonesian names right), a header row, every cell through :func:`spreadsheet_cell`. The one writer
-    of every export of the service (registrations, attendance)."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([spreadsheet_cell(value) for value in row])
-    return out.getvalue().encode("utf-8")
 
 
 #: Header names an agency's sheet may use for each registration field (compared lower-cased, trimmed).

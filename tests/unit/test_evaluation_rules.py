@@ -8,6 +8,7 @@ import pytest
 
 from services.evaluation import rules
 from services.evaluation.rules import DEFAULT_RUBRIC, Criterion, Ranked, count_words
+from shared.spreadsheets import spreadsheet_csv
 
 # --- counting words as a person would ---------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ def test_objections_are_taken_only_within_the_window():
 
 
 def test_the_csv_has_a_bom_and_neutralises_formula_cells_but_not_numbers():
-    document = rules.spreadsheet_csv(["title", "mean"], [['=HYPERLINK("x")', -1.5], ["@SUM(A1)", 7]])
+    document = spreadsheet_csv(["title", "mean"], [['=HYPERLINK("x")', -1.5], ["@SUM(A1)", 7]])
     text = document.decode("utf-8")
     assert text.startswith("\ufefftitle,mean")
     assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and ",-1.5" in text

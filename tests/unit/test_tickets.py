@@ -13,6 +13,7 @@ import pytest
 from services.registration import domain, rules
 from services.registration.rules import CheckInRefusal
 from shared.pages import AUTH_COOKIE
+from shared.spreadsheets import spreadsheet_cell, spreadsheet_csv
 from shared.tokens import Principal
 from tests.support.suite import participant
 
@@ -87,11 +88,11 @@ def test_another_session_s_ticket_is_a_422_and_every_other_refusal_a_409():
 
 @pytest.mark.parametrize("cell", ["=1+1", "+62812", "-5", "@SUM(A1)", "\tx"])
 def test_a_cell_a_spreadsheet_would_run_as_a_formula_starts_with_a_quote(cell):
-    assert rules.spreadsheet_cell(cell) == "'" + cell
+    assert spreadsheet_cell(cell) == "'" + cell
 
 
 def test_an_export_is_utf8_with_a_bom_and_a_header():
-    document = rules.spreadsheet_csv(("name", "opd"), [["Sari Wulandari", "=cmd"], [None, "Dinas Kesehatan"]])
+    document = spreadsheet_csv(("name", "opd"), [["Sari Wulandari", "=cmd"], [None, "Dinas Kesehatan"]])
     assert document.decode("utf-8") == "\ufeffname,opd\r\nSari Wulandari,'=cmd\r\n,Dinas Kesehatan\r\n"
 
 
