@@ -120,7 +120,8 @@ _password_hasher = PasswordHasher()
 def create_account(
     uow: UnitOfWork, role: str, email: str, password: str, name: str | None = None, opd: str | None = None
 ) -> Account:
-    """Add an organiser or evaluator account (the password is stored as an argon2 hash); the caller commits."""
+    """Add an organiser or evaluator account (the password is stored as an argon2 hash) and its ``account.created``
+    event; the caller commits."""
     if role not in ACCOUNT_ROLES:
         raise RuleViolation(f"role must be one of {', '.join(ACCOUNT_ROLES)}", {"role": ["Unknown role."]})
     try:
@@ -142,7 +143,20 @@ def create_account(
         uow.flush()
     except IntegrityError:
         raise Conflict(f"An account for {email} already exists.") from None
+    uow.publish("account.created", account_event_data(account), subject=account.id)
     return account
+
+
+def account_event_data(account: Account) -> dict[str, Any]:
+    """What other services know of an account (evaluation keeps its evaluators from it): never the password."""
+    return {
+        "account_id": account.id,
+        "email": account.email,
+        "name": account.name,
+        "role": account.role,
+        "opd": account.opd,
+        "active": True,
+    }
 
 
 def authenticate(
