@@ -45,6 +45,11 @@ from shared.tokens import AuthError
 
 pages = Blueprint("registration_pages", __name__)
 
+
+@pages.app_template_filter("programme_label")
+def _programme_label(programme) -> str:
+    return rules.programme_label(programme.name, programme.year)
+
 STAGE_NAMES = {
     "drum-up": _l("Drum-up"),
     "diagnose": _l("Diagnose"),
@@ -657,7 +662,7 @@ def admin_sessions():
     with runtime_of().reading() as uow:
         programmes = domain.list_programmes(uow, limit=500)
         sessions = domain.list_sessions(uow, limit=500, **query)
-    names = {p.id: f"{p.name} {p.year}" for p in programmes}
+    names = {p.id: rules.programme_label(p.name, p.year) for p in programmes}
     rows = [
         {
             "session": s,

@@ -850,3 +850,9 @@ def question_key_from(label: str, taken: Collection[str]) -> str:
     while key in taken or key in RESERVED_QUESTION_KEYS:
         key, number = f"{slug}-{number}", number + 1
     return key
+
+
+def programme_label(name: str, year: int) -> str:
+    """How a programme is named to people: its name, and its year unless the name already says it
+    ("Laboratorium Inovasi Kaltara 2027", not "… 2027 2027")."""
+    return name if str(year) in name else f"{name} {year}"

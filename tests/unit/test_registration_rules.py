@@ -309,3 +309,8 @@ def test_every_verifier_accepts_the_longest_participant_link_and_nothing_longer(
     from shared.tokens import DEFAULT_MAX_LIFETIME_BY_ROLE
 
     assert DEFAULT_MAX_LIFETIME_BY_ROLE["participant"] == rules.PARTICIPANT_LINK_LONGEST.total_seconds()
+
+
+def test_a_programme_is_named_with_its_year_once():
+    assert rules.programme_label("Laboratorium Inovasi Kaltara 2027", 2027) == "Laboratorium Inovasi Kaltara 2027"
+    assert rules.programme_label("Laboratorium Inovasi Kaltara", 2027) == "Laboratorium Inovasi Kaltara 2027"
