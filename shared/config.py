@@ -39,6 +39,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_EVALUATION_DATABASE_URL": "postgresql://... ; unset = SQLite under the data folder",
     "LABINOV_SMTP_URL": "smtp://[user:pass@]host:port or smtps://...; unset = local mailbox",
     "LABINOV_MAIL_FROM": "sender of outgoing mail",
+    "LABINOV_MAIL_HOURLY_CAP": "messages one address may get per clock hour from public causes (registrations "
+    "anyone may type); the rest is held back for organisers to see; default 10",
     "LABINOV_SECRET_KEY": "signs form sessions and CSRF tokens; unset = generated once into the data folder",
     "LABINOV_JWT_PRIVATE_KEY": "PEM Ed25519 key that signs tokens (registration); unset = generated in data folder",
     "LABINOV_JWT_PUBLIC_KEY": "PEM public key that verifies tokens (other services)",
@@ -60,6 +62,10 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "default 300/minute;3000/hour; off turns this one off",
     "LABINOV_RATE_LIMIT_STORAGE_URL": "the Redis every web process counts rate limits in (redis://, rediss://, "
     "redis+unix://); unset = the broker's Redis (the embedded one on its socket); memory:// is refused",
+    "LABINOV_RELAY_POLL_MS": "how often an idle outbox relay looks for rows anyway, in milliseconds; default 1000. "
+    "A committed outbox row wakes the relays at once; the poll is the safety net for a lost wake-up and times "
+    "retries",
+    "LABINOV_MAIL_POLL_MS": "the same for notification's mail sender (a queued delivery wakes it); default 1000",
     "PROMETHEUS_MULTIPROC_DIR": "a folder shared by a service's web and worker processes for metrics",
 }
 
@@ -96,6 +102,11 @@ class Settings:
     #: where every web process counts them; ``None`` when no shared Redis is known (start-up of a web
     #: process with limits on then stops, naming the variable: see ``shared.ratelimit``)
     rate_limit_storage_url: str | None = None
+    #: messages from public causes one address may get per clock hour (notification's flood cap)
+    mail_hourly_cap: int = 10
+    #: the safety-net polls of the outbox relay and the mail sender (wake-ups make them rarely needed)
+    relay_poll_seconds: float = 1.0
+    mail_poll_seconds: float = 1.0
 
     @property
     def mailbox_dir(self) -> Path:
@@ -282,4 +293,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         public_rate_limit=public_rate_limit,
         public_rate_limit_per_client=per_client_rate_limit if public_rate_limit else None,
         rate_limit_storage_url=rate_limit_storage_url(env, resolved_broker_url, broker_url is None),
+        relay_poll_seconds=_int(env, "LABINOV_RELAY_POLL_MS", 1000, 10, 3_600_000) / 1000,
+        mail_poll_seconds=_int(env, "LABINOV_MAIL_POLL_MS", 1000, 10, 3_600_000) / 1000,
+        mail_hourly_cap=_int(env, "LABINOV_MAIL_HOURLY_CAP", 10, minimum=1, maximum=100000),
     )

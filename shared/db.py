@@ -21,12 +21,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Delete, Engine, Insert, Table, Update, bindparam, create_engine, event, insert, text
+from sqlalchemy import (
+    Delete,
+    Engine,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.events import make_event
+from shared.messaging import wakeup
 from shared.messaging.tables import outbox_row
 from shared.messaging.topology import EVENTS_EXCHANGE
 from shared.observability import current_correlation_id
@@ -137,6 +151,13 @@ class UnitOfWork:
     so a handler's effects and its inbox row commit together. An operation that needs several transactions
     of its own (signing in, sending mail) takes the runtime / a unit-of-work factory instead and commits
     each one itself.
+
+    **Wake-ups** (:mod:`shared.messaging.wakeup`). A transaction that writes an outbox row rings the
+    service's outbox channel, so a relay publishes it at once instead of at its next poll; any other queue's
+    writer asks for the same with :meth:`notify_after_commit`. On PostgreSQL the ring is ``pg_notify`` in
+    the transaction, delivered by the commit: for the outbox it is the ``RETURNING`` of the outbox row's own
+    ``INSERT``, so a hot path that holds a lock (registering, :func:`execute_together`) gains no round trip.
+    On SQLite :meth:`commit` rings after the commit succeeded. A rolled-back transaction rings nothing.
     """
 
     def __init__(self, session_factory: sessionmaker, outbox: Table, source: str) -> None:
@@ -144,6 +165,12 @@ class UnitOfWork:
         self._outbox = outbox
         self.source = source
         self._session: Session | None = None
+        self._service = source.strip("/")
+        bind = session_factory.kw.get("bind")
+        self._engine: Engine | None = bind if isinstance(bind, Engine) else None
+        self._notifies_in_transaction = self._engine is not None and is_postgresql(self._engine)
+        self._outbox_channel = wakeup.channel(self._service, wakeup.OUTBOX)
+        self._rings: set[str] = set()  # channels to ring after commit (SQLite) or already rung (PostgreSQL)
 
     @property
     def session(self) -> Session:
@@ -154,6 +181,7 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self._session = self._session_factory()
+        self._rings = set()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -180,7 +208,8 @@ class UnitOfWork:
             subject=subject,
         )
         row = outbox_row(envelope, EVENTS_EXCHANGE.name, event_type, {}, None)
-        return envelope, (_outbox_insert(self._outbox), {f"outbox_{name}": value for name, value in row.items()})
+        write = (self._outbox_write(), {f"outbox_{name}": value for name, value in row.items()})
+        return envelope, write
 
     def enqueue(
         self,
@@ -192,22 +221,50 @@ class UnitOfWork:
         not_before: datetime | None = None,
     ) -> None:
         """Write a raw outbox row (events, retries and dead letters all leave through the outbox)."""
-        self.session.execute(
-            insert(self._outbox).values(**outbox_row(envelope, exchange, routing_key, headers or {}, not_before))
-        )
+        row = outbox_row(envelope, exchange, routing_key, headers or {}, not_before)
+        self.session.execute(self._outbox_write(), {f"outbox_{name}": value for name, value in row.items()})
+
+    def notify_after_commit(self, queue: str) -> None:
+        """Wake the loops of this service's ``queue`` (e.g. :data:`~shared.messaging.wakeup.DELIVERIES`) once
+        this transaction commits — for a writer of a work-queue row other than the outbox. Once per
+        transaction and channel, however often it is called. On PostgreSQL it is one ``pg_notify`` statement
+        now (PostgreSQL sends it at commit), so call it where no lock is held, or beside the last write."""
+        channel = wakeup.channel(self._service, queue)
+        if channel in self._rings:
+            return
+        self._rings.add(channel)
+        if self._notifies_in_transaction:
+            self.session.execute(select(literal_column(wakeup.notify_statement(channel))))
 
     def commit(self) -> None:
         self.session.commit()
+        rings, self._rings = self._rings, set()
+        if rings and not self._notifies_in_transaction and self._engine is not None:
+            for channel in rings:
+                wakeup.ring(self._engine, channel)
+
+    def _outbox_write(self) -> Insert:
+        """The outbox insert, noting that this transaction rings the outbox channel (on PostgreSQL the insert
+        rings it itself)."""
+        self._rings.add(self._outbox_channel)
+        return _outbox_insert(self._outbox, self._outbox_channel if self._notifies_in_transaction else None)
 
     def flush(self) -> None:
         self.session.flush()
 
 
 @functools.cache
-def _outbox_insert(outbox: Table) -> Insert:
-    """The outbox row insert, made once per table, its values named ``outbox_<column>``."""
+def _outbox_insert(outbox: Table, notify_channel: str | None) -> Insert:
+    """The outbox row insert, made once per table, its values named ``outbox_<column>``; with
+    ``notify_channel`` (PostgreSQL) it rings that channel in its ``RETURNING``, so the wake-up costs no
+    statement of its own — also as a CTE of :func:`execute_together`, since PostgreSQL runs every
+    data-modifying CTE to completion, ``RETURNING`` included, read or not. PostgreSQL folds the rings of
+    one transaction into one notification."""
     columns = [column.key for column in outbox.columns if column.key in _OUTBOX_ROW_COLUMNS]
-    return insert(outbox).values({name: bindparam(f"outbox_{name}") for name in columns})
+    statement = insert(outbox).values({name: bindparam(f"outbox_{name}") for name in columns})
+    if notify_channel is None:
+        return statement
+    return statement.returning(literal_column(wakeup.notify_statement(notify_channel)).label("rung"))
 
 
 _OUTBOX_ROW_COLUMNS = frozenset(outbox_row({}, "", "", {}, None))

@@ -3,6 +3,10 @@
 Each part runs in its own thread with its own broker connection; SIGTERM or SIGINT sets one stop event and
 the process exits once every part has finished the message in hand. Nothing here assumes it is the only
 worker of its service: consumers compete on the queue, relays claim disjoint outbox rows.
+
+Loops that work off a table wait on its wake-up channel between claims (:mod:`shared.messaging.wakeup`):
+the relay on the outbox's, a background loop on its own queue's (:func:`wait_for_work`), each polling
+anyway every ``LABINOV_RELAY_POLL_MS`` / its own interval, as the safety net.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from shared.housekeeping import housekeeping_loop
+from shared.messaging import wakeup
 from shared.messaging.consumer import EventProcessor, Handler, consume_events
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.topology import SUBSCRIPTIONS
@@ -48,11 +53,14 @@ def run_worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
 
-    parts: dict[str, Callable[[], None]] = {
-        "relay": lambda: OutboxRelay(runtime.engine, runtime.outbox, runtime.settings.broker_url, runtime.name).run(
-            stop
-        ),
-    }
+    relay = OutboxRelay(
+        runtime.engine,
+        runtime.outbox,
+        runtime.settings.broker_url,
+        runtime.name,
+        poll_interval=runtime.settings.relay_poll_seconds,
+    )
+    parts: dict[str, Callable[[], None]] = {"relay": lambda: relay.run(stop)}
     if runtime.name in SUBSCRIPTIONS:
         processor = event_processor(runtime, handlers)
         parts["consumer"] = lambda: consume_events(runtime.settings.broker_url, processor, stop)
@@ -71,6 +79,26 @@ def run_worker(
     for thread in threads:
         thread.join(timeout=15)
     log.info("worker stopped")
+
+
+def work_loop(
+    runtime: ServiceRuntime,
+    stop: threading.Event,
+    queue: str,
+    work_once: Callable[[], int],
+    poll_interval: float,
+) -> None:
+    """Call ``work_once()`` until ``stop``; whenever it found nothing to do (returned 0), wait until a
+    transaction rings ``queue``'s channel (:meth:`shared.db.UnitOfWork.notify_after_commit`) or
+    ``poll_interval`` seconds have passed. Listens before the first call, so no ring is missed between a
+    call and the wait; a lost ring only delays the work until the poll."""
+    listener = wakeup.listen(runtime.engine, wakeup.channel(runtime.name, queue))
+    try:
+        while not stop.is_set():
+            if work_once() == 0:
+                wakeup.wait_for_work(listener, stop, poll_interval)
+    finally:
+        listener.close()
 
 
 def _guarded(name: str, part: Callable[[], None], stop: threading.Event) -> Callable[[], None]:

@@ -17,6 +17,15 @@ Concurrency design — several relays of one service may run at once (scaled-out
    rest of the batch at once; the relay reconnects with backoff (:data:`RELAY_RECONNECT`). A broker outage
    only delays rows, and a row the broker keeps refusing never holds up the rows behind it.
 
+**Waking.** A relay does not wait for its poll when a row commits: every outbox row's transaction rings the
+service's outbox channel (:mod:`shared.messaging.wakeup` — ``pg_notify`` in the row's own ``INSERT`` on
+PostgreSQL, a datagram after commit on SQLite), and an idle relay waits on that channel, listening since
+before its first claim, so a ring during a claim is not missed. Every relay of the service wakes; their
+claims stay disjoint (1.). The poll (``poll_interval``, ``LABINOV_RELAY_POLL_MS``) remains the safety net
+for a lost ring and for retry rows whose ``not_before`` comes later: a lost ring only delays a row.
+While waiting on AMQP, the relay also reads its broker connection every :data:`~shared.messaging.wakeup.WAIT_SLICE`
+(heartbeats).
+
 Order: a relay publishes in id order, except that a postponed row is overtaken by later ones. With several
 relays, batches may interleave — consumers never depend on cross-event order (each event carries the full
 state it reports).
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select as io_select
 import threading
 from datetime import timedelta
 
@@ -34,6 +44,7 @@ from sqlalchemy import Engine, Table, func, select
 
 from shared.backoff import Backoff, equal_jitter
 from shared.clock import utcnow
+from shared.messaging import wakeup
 from shared.messaging.broker import connect
 from shared.messaging.topology import EXCHANGES, declare_topology
 from shared.observability import MESSAGES_PUBLISHED
@@ -69,7 +80,7 @@ class OutboxRelay:
         broker_url: str,
         service: str,
         batch_size: int = 100,
-        poll_interval: float = 0.2,
+        poll_interval: float = 1.0,
     ) -> None:
         self.engine = engine
         self.outbox = outbox
@@ -126,23 +137,26 @@ class OutboxRelay:
         self.queue.finish(token, published, sent_at=utcnow())
         return len(published)
 
-    def _idle(self, connection: Connection, stop: threading.Event) -> None:
-        """Wait for the next poll. On AMQP, wait by reading the connection: that answers the broker's
-        heartbeats (sending ours is not enough — py-amqp also needs to see traffic from the broker)."""
-        if connection.transport.driver_type != "amqp":
-            stop.wait(self.poll_interval)
-            return
-        connection.heartbeat_check()
-        try:
-            connection.drain_events(timeout=self.poll_interval)
-        except TimeoutError:
-            pass
+    def listen(self) -> wakeup.Listener:
+        """This relay's end of the service's outbox channel; listen before the first claim."""
+        return wakeup.listen(self.engine, wakeup.channel(self.service, wakeup.OUTBOX))
+
+    def _idle(self, connection: Connection, stop: threading.Event, listener: wakeup.Listener) -> None:
+        """Wait until a row commits (rung) or the next poll. On AMQP, read the connection between the slices
+        of the wait: that answers the broker's heartbeats (sending ours is not enough — py-amqp also needs
+        to see traffic from the broker)."""
+        between = None
+        if connection.transport.driver_type == "amqp":
+            between = lambda: _answer_heartbeats(connection)  # noqa: E731
+        wakeup.wait_for_work(listener, stop, self.poll_interval, between)
 
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set, reconnecting with backoff while the broker or database is away."""
         failures = 0  # since the last successful connection
         while not stop.is_set():
+            listener: wakeup.Listener | None = None
             try:
+                listener = self.listen()
                 with connect(self.broker_url) as connection:
                     connection.ensure_connection(max_retries=1, timeout=5)
                     declare_topology(connection.default_channel)
@@ -150,12 +164,27 @@ class OutboxRelay:
                     failures = 0
                     while not stop.is_set():
                         if self.relay_once(connection) < self.batch_size:
-                            self._idle(connection, stop)
+                            self._idle(connection, stop, listener)
             except Exception as exc:  # broker or database away: rows stay pending, nothing is lost
                 failures += 1
                 wait = RELAY_RECONNECT.seconds(failures)
                 log.warning("outbox relay paused: %r; retrying in %.1fs", exc, wait)
                 stop.wait(wait)
+            finally:
+                if listener is not None:
+                    listener.close()
+
+
+def _answer_heartbeats(connection: Connection) -> None:
+    """Send a heartbeat if one is due and read what the broker sent (its heartbeats), without blocking."""
+    connection.heartbeat_check()
+    sock = getattr(connection.connection, "sock", None)
+    if sock is None or not io_select.select([sock], [], [], 0)[0]:
+        return
+    try:
+        connection.drain_events(timeout=0.01)
+    except TimeoutError:
+        pass
 
 
 def pending_summary(engine: Engine, outbox: Table) -> tuple[int, float]:
