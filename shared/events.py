@@ -87,6 +87,12 @@ class RegistrationDataV1(Schema):
     job_title = fields.Str(allow_none=True, load_default=None)
     waitlist_position = fields.Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
     language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
+    # added later, optional: what the confirmation mail shows (the manage link with its participant token,
+    # the ticket's check-in code as a QR code) and attaches (the session's calendar entry)
+    manage_url = fields.Str(allow_none=True, load_default=None, metadata={"description": "the participant's link"})
+    ticket_code = fields.Str(allow_none=True, load_default=None, metadata={"description": "check-in code"})
+    session_ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    online_url = fields.Str(allow_none=True, load_default=None)
 
 
 class CheckInDataV1(Schema):

@@ -3,30 +3,54 @@
 from __future__ import annotations
 
 from functools import cache
-from zoneinfo import ZoneInfo
 
 from services.notification import domain
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.db import UnitOfWork
 from shared.events import Event
 from shared.messaging.consumer import Handler
 
 
 @cache
-def programme_timezone() -> ZoneInfo:
-    """Where the programme's times are shown (``LABINOV_TIMEZONE``), read once per worker process."""
-    return load_settings("notification").timezone
+def settings() -> Settings:
+    """Where times are shown (``LABINOV_TIMEZONE``), links point and the hourly cap, read once per process."""
+    return load_settings("notification")
 
 
 def on_registration(uow: UnitOfWork, event: Event) -> None:
-    domain.notify_registration(uow, event, programme_timezone())
+    domain.notify_registration(uow, event, settings().timezone, settings().mail_hourly_cap)
+
+
+def on_session_changed(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_session_changed(uow, event, settings().timezone)
+
+
+def on_session_cancelled(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_session_cancelled(uow, event, settings().timezone)
+
+
+def on_checked_in(uow: UnitOfWork, event: Event) -> None:
+    domain.remember_check_in(uow, event)
+
+
+def on_proposal_submitted(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_proposal_received(uow, event, settings().timezone)
+
+
+def on_evaluation_assigned(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_evaluator_assigned(uow, event, settings().public_url)
 
 
 def on_results_published(uow: UnitOfWork, event: Event) -> None:
-    domain.notify_result(uow, event, programme_timezone())
+    domain.notify_result(uow, event, settings().timezone)
 
 
 HANDLERS: dict[str, Handler] = {
     **{event_type: on_registration for event_type, _status in domain.REGISTRATION_MAILS},
+    "session.changed": on_session_changed,
+    "session.cancelled": on_session_cancelled,
+    "participant.checked_in": on_checked_in,
+    "proposal.submitted": on_proposal_submitted,
+    "evaluation.assigned": on_evaluation_assigned,
     "results.published": on_results_published,
 }

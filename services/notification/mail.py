@@ -119,12 +119,18 @@ def _delivery_time(key: str) -> tuple[int, int]:
 def classify_send_failure(exc: BaseException) -> SendFailure:
     """Which kind of failure a ``send`` (or composing the mail just before it) raised.
 
-    A refusal is the mail's own, unless its reply is 421 (the server is closing down); any other
+    A refusal is the mail's own, unless its reply is 421 (the server is closing down); a recipient refused
+    with a 5xx reply by every server answer is refused for good (no retry will make the mailbox exist); any other
     ``OSError`` — every other smtplib error is one — broke the connection while the mail was in flight;
     anything else (a header that cannot be encoded, say) is the mail's own fault too.
     """
     if isinstance(exc, SMTP_REFUSALS):
-        return SendFailure.SERVER_UNAVAILABLE if SMTP_CLOSING in _reply_codes(exc) else SendFailure.MAIL_REFUSED
+        codes = _reply_codes(exc)
+        if SMTP_CLOSING in codes:
+            return SendFailure.SERVER_UNAVAILABLE
+        if isinstance(exc, smtplib.SMTPRecipientsRefused) and codes and all(500 <= code < 600 for code in codes):
+            return SendFailure.PERMANENTLY_REFUSED
+        return SendFailure.MAIL_REFUSED
     if isinstance(exc, OSError):
         return SendFailure.BROKEN_IN_FLIGHT
     return SendFailure.MAIL_REFUSED

@@ -16,17 +16,31 @@ The policy:
 * A connection that **broke while a mail was in flight** may have been broken by that mail (a server that
   crashes on it): that mail pays one attempt, like a refusal, so a mail that kills the server every time
   still ends; the mails behind it in the batch wait for the server like any outage.
+* A recipient address the server **refused for good** (a 5xx reply to ``RCPT TO``: no such mailbox) will
+  not exist tomorrow either: the delivery fails at once, without a retry.
 * A delivery fails for good after :data:`MAX_SEND_ATTEMPTS` charged attempts, or at its first failure
   once it is older than :data:`MAX_DELIVERY_AGE` (mail that is two days late is no longer worth sending).
+* Retries of refused mail are spread with jitter when the sender asks for it (``jitter=equal_jitter``): an
+  announcement's thousand mails refused together by a busy server must not come back in lockstep.
+
+The same module holds the service's other decisions: the hourly cap on mail from public causes
+(:func:`within_hourly_cap`) and the fixed placeholders organisers may write in an announcement
+(:func:`unknown_placeholders`, :func:`fill_placeholders`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import random
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from shared.backoff import Backoff
+from shared.backoff import Backoff, Jitter, no_jitter
 
 MAX_SEND_ATTEMPTS = 6  # charged attempts (refusals, broken sends) before a delivery fails
 MAX_DELIVERY_AGE = timedelta(hours=48)  # a delivery still not out after this fails at its next failure
@@ -45,11 +59,13 @@ class SendFailure(Enum):
     SERVER_UNAVAILABLE = "server unavailable"
     #: The connection broke while this mail was in flight; it may be the cause.
     BROKEN_IN_FLIGHT = "broken in flight"
+    #: The server refused the recipient for good (5xx to RCPT TO); the connection goes on.
+    PERMANENTLY_REFUSED = "permanently refused"
 
     @property
     def connection_lost(self) -> bool:
         """Whether the connection is over: the mails behind this one wait as :attr:`SERVER_UNAVAILABLE`."""
-        return self is not SendFailure.MAIL_REFUSED
+        return self not in (SendFailure.MAIL_REFUSED, SendFailure.PERMANENTLY_REFUSED)
 
     @property
     def charges_an_attempt(self) -> bool:
@@ -59,6 +75,7 @@ class SendFailure(Enum):
 class FailReason(Enum):
     TOO_MANY_ATTEMPTS = "too many attempts"
     TOO_OLD = "too old"
+    REFUSED = "address refused"
 
 
 @dataclass(frozen=True)
@@ -87,12 +104,24 @@ class Fail:
 SendDecision = RetryAt | WaitForServer | Fail
 
 
-def after_failed_send(failure: SendFailure, *, attempts: int, created_at: datetime, now: datetime) -> SendDecision:
+def after_failed_send(
+    failure: SendFailure,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    jitter: Jitter = no_jitter,
+    source: random.Random | None = None,
+) -> SendDecision:
     """The next step for a delivery whose send failed with ``failure``.
 
     ``attempts`` is how many it had used before this send; ``created_at`` and ``now`` are in one time zone
-    (both aware, or both naive UTC), and so is the time returned.
+    (both aware, or both naive UTC), and so is the time returned. ``jitter`` (drawing from ``source``)
+    spreads a retry of refused mail; the wait for a server that is away needs none, since it grows with
+    each delivery's own age.
     """
+    if failure is SendFailure.PERMANENTLY_REFUSED:
+        return Fail(FailReason.REFUSED, attempts + 1)
     waited = now - created_at
     if not failure.charges_an_attempt:
         if waited > MAX_DELIVERY_AGE:
@@ -103,4 +132,91 @@ def after_failed_send(failure: SendFailure, *, attempts: int, created_at: dateti
         return Fail(FailReason.TOO_MANY_ATTEMPTS, used)
     if waited > MAX_DELIVERY_AGE:
         return Fail(FailReason.TOO_OLD, used)
-    return RetryAt(now + SEND_RETRY.delay(used), used)
+    return RetryAt(now + jitter(SEND_RETRY.delay(used), source or random.Random()), used)
+
+
+# --- the hourly cap on mail from public causes ------------------------------------------------------------
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The start of the clock hour ``moment`` falls in: the cap counts per address and clock hour."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def within_hourly_cap(count_this_hour: int, cap: int) -> bool:
+    """Whether the ``count_this_hour``-th message (counting this one) from a public cause to one address in
+    this hour may go. Anyone can type anyone's address into a registration form, so without a cap the suite
+    could be made to flood an inbox; what is over the cap is held back, for organisers to see."""
+    return count_this_hour <= cap
+
+
+# --- announcement placeholders ----------------------------------------------------------------------------
+
+#: What an organiser may write in an announcement's subject and body, in braces: ``{name}``. Nothing else
+#: is interpreted — organisers never write template code. ``{{`` and ``}}`` write a brace.
+PLACEHOLDERS = (
+    "name",
+    "email",
+    "opd",
+    "session_title",
+    "session_starts_at",
+    "session_location",
+    "online_url",
+)
+_BRACED = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def unknown_placeholders(text: str) -> list[str]:
+    """The placeholders in ``text`` that are not in :data:`PLACEHOLDERS`, in the order written, once each."""
+    unknown: list[str] = []
+    for match in _BRACED.finditer(text):
+        name = match.group(1)
+        if name is not None and name not in PLACEHOLDERS and name not in unknown:
+            unknown.append(name)
+    return unknown
+
+
+def fill_placeholders(text: str, values: Mapping[str, str | None]) -> str:
+    """``text`` with each known placeholder replaced by its value (empty when the recipient has none)."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name not in PLACEHOLDERS:
+            return token
+        return values.get(name) or ""
+
+    return _BRACED.sub(replace, text)
+
+
+# --- one-click opt-out links ------------------------------------------------------------------------------
+
+
+def unsubscribe_token(key: bytes, email: str, channel: str) -> str:
+    """The opt-out link's token for ``email`` on ``channel``: the address and channel, signed (HMAC-SHA256
+    under a key derived from the service's secret). It does not expire — a link in an old mail must still
+    work — and it only ever opts its own address out, so a stranger cannot forge one for someone else."""
+    payload = _b64(f"{channel}:{email.lower()}".encode())
+    return f"{payload}.{_signature(key, payload)}"
+
+
+def read_unsubscribe_token(key: bytes, token: str) -> tuple[str, str] | None:
+    """``(email, channel)`` of a genuine token; ``None`` for anything else."""
+    payload, _, signature = token.partition(".")
+    if not payload or not hmac.compare_digest(signature, _signature(key, payload)):
+        return None
+    try:
+        channel, _, email = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (email, channel) if email and channel else None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _signature(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:18])

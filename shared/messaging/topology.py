@@ -32,6 +32,11 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "registration.waitlisted",
         "registration.promoted",
         "registration.cancelled",
+        "session.changed",
+        "session.cancelled",
+        "participant.checked_in",
+        "proposal.submitted",
+        "evaluation.assigned",
         "results.published",
     ),
     "evaluation": (

@@ -76,7 +76,7 @@ def _change_deliveries(runtime, *where, **values) -> None:
 
 def _make_all_due(runtime) -> None:
     """Time passes: every pending delivery's retry is due."""
-    _change_deliveries(runtime, deliveries.c.status == "pending", next_attempt_at=utcnow())
+    _change_deliveries(runtime, deliveries.c.status.in_(("queued", "sending")), next_attempt_at=utcnow())
 
 
 def _events(runtime) -> list[dict]:
@@ -89,25 +89,29 @@ def _outbox_types(runtime) -> list[str]:
 
 
 class _ScriptedHandler:
-    """An aiosmtpd handler that refuses some recipients, answers 421 from the n-th mail on, hangs up while
-    receiving the n-th mail, or runs a hook."""
+    """An aiosmtpd handler that refuses some recipients for now (450) or for good (550), answers 421 from the
+    n-th mail on, hangs up while receiving the n-th mail, or runs a hook."""
 
     def __init__(
         self,
         refuse: set[str] = frozenset(),
+        refuse_for_good: set[str] = frozenset(),
         closing_from: int | None = None,
         on_message: Callable[[EmailMessage], None] | None = None,
         hang_up_on: int | None = None,
     ) -> None:
         self.refuse = refuse
+        self.refuse_for_good = refuse_for_good
         self.closing_from = closing_from
         self.hang_up_on = hang_up_on
         self.on_message = on_message
         self.messages: list[EmailMessage] = []
 
     async def handle_RCPT(self, server, smtp_session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refuse_for_good:
+            return "550 5.1.1 No such user here"
         if address in self.refuse:
-            return "550 5.1.1 Mailbox unavailable"
+            return "450 4.2.1 Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -181,7 +185,7 @@ def test_a_resent_delivery_keeps_its_message_id(tmp_path, postgres_url):
 
     with SmtpServer() as smtp:
         domain.send_due_mail(runtime, SmtpTransport(smtp.url))
-        _change_deliveries(runtime, status="pending", claim_token=None, claimed_until=None, next_attempt_at=utcnow())
+        _change_deliveries(runtime, status="queued", claim_token=None, claimed_until=None, next_attempt_at=utcnow())
         domain.send_due_mail(runtime, SmtpTransport(smtp.url))
         first, resent = smtp.messages
 
@@ -234,10 +238,10 @@ def test_a_mail_that_cannot_be_composed_costs_only_itself_an_attempt(tmp_path, p
 
     assert sorted(_recipients(received)) == [_address(0), _address(2)]
     bad = _delivery_to(runtime, _address(1))
-    assert (bad.status, bad.attempts, bad.claim_token) == ("pending", 1, None)
+    assert (bad.status, bad.attempts, bad.claim_token) == ("queued", 1, None)
     assert "linefeed" in bad.last_error
     assert bad.next_attempt_at > utcnow()
-    assert [d.status for d in _deliveries(runtime)] == ["sent", "pending", "sent"]
+    assert [d.status for d in _deliveries(runtime)] == ["sent", "queued", "sent"]
 
 
 def test_a_refused_recipient_costs_only_its_own_delivery_an_attempt(tmp_path, postgres_url):
@@ -250,7 +254,7 @@ def test_a_refused_recipient_costs_only_its_own_delivery_an_attempt(tmp_path, po
 
     assert sorted(_recipients(handler.messages)) == [_address(0), _address(2)]
     refused = _delivery_to(runtime, _address(1))
-    assert (refused.status, refused.attempts) == ("pending", 1)
+    assert (refused.status, refused.attempts) == ("queued", 1)
     assert "SMTPRecipientsRefused" in refused.last_error
 
 
@@ -284,7 +288,7 @@ def test_an_unreachable_mail_server_only_delays_mail(tmp_path, postgres_url):
 
     fresh, waiting_long = _deliveries(runtime)
     for delivery in (fresh, waiting_long):
-        assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, None)
+        assert (delivery.status, delivery.attempts, delivery.claim_token) == ("queued", 0, None)
         assert "ConnectionRefusedError" in delivery.last_error
     # backed off (not hammering the server), the longer a mail has waited the longer, up to 10 minutes
     assert before + timedelta(seconds=30) <= fresh.next_attempt_at <= utcnow() + timedelta(minutes=1)
@@ -308,7 +312,7 @@ def test_a_long_outage_does_not_fail_mail(tmp_path, postgres_url):
         domain.send_due_mail(runtime, nowhere)
 
     [delivery] = _deliveries(runtime)
-    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert (delivery.status, delivery.attempts) == ("queued", 0)
     assert _outbox_types(runtime) == []
 
 
@@ -323,7 +327,7 @@ def test_mail_older_than_the_maximum_age_fails_when_it_still_cannot_go_out(tmp_p
     old, young = _deliveries(runtime)
     assert (old.status, old.attempts) == ("failed", 0)
     assert "ConnectionRefusedError" in old.last_error
-    assert young.status == "pending"
+    assert young.status == "queued"
     assert [(e["type"], e["data"]["recipient"]) for e in _events(runtime)] == [("notification.failed", _address(0))]
 
 
@@ -340,7 +344,7 @@ def test_a_server_closing_the_session_mid_batch_costs_the_unsent_mail_no_attempt
         if delivery.recipient == str(sent["To"]):
             assert delivery.status == "sent"
         else:
-            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, None)
+            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("queued", 0, None)
             assert "421" in delivery.last_error
             assert delivery.next_attempt_at > utcnow()
 
@@ -366,7 +370,7 @@ def test_a_database_error_after_the_server_accepted_a_mail_does_not_schedule_it_
         assert len(smtp.messages) == 1
 
     [delivery] = _deliveries(runtime)
-    assert (delivery.status, delivery.attempts, delivery.last_error) == ("pending", 0, None)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("sending", 0, None)
     assert delivery.claimed_until > utcnow()  # still leased: nobody sends it again before the lease ends
 
 
@@ -385,7 +389,7 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
         other_worker["first"] = str(message["To"])
         _change_deliveries(
             runtime,
-            deliveries.c.status == "pending",
+            deliveries.c.status.in_(("queued", "sending")),
             deliveries.c.recipient != other_worker["first"],
             claimed_until=utcnow() - timedelta(seconds=1),
         )
@@ -401,7 +405,7 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
         if delivery.recipient == other_worker["first"]:
             assert delivery.status == "sent"
         else:  # left alone for the worker that holds it now
-            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("pending", 0, other_worker["token"])
+            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("queued", 0, other_worker["token"])
 
 
 def test_a_connection_that_breaks_while_a_mail_is_in_flight_charges_that_mail_only(tmp_path, postgres_url):
@@ -414,4 +418,46 @@ def test_a_connection_that_breaks_while_a_mail_is_in_flight_charges_that_mail_on
 
     [sent] = handler.messages
     outcomes = sorted((d.status, d.attempts) for d in _deliveries(runtime))
-    assert outcomes == [("pending", 0), ("pending", 1), ("sent", 1)]
+    assert outcomes == [("queued", 0), ("queued", 1), ("sent", 1)]
+
+
+# --- permanent refusals and the record of attempts ----------------------------------------------------------
+
+
+def test_a_recipient_the_server_refuses_for_good_fails_at_once_and_is_never_tried_again(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 2)
+    handler = _ScriptedHandler(refuse_for_good={_address(0)})
+
+    with _scripted_smtp(handler) as transport:
+        domain.send_due_mail(runtime, transport)
+        _make_all_due(runtime)
+        assert domain.send_due_mail(runtime, transport) == 0  # nothing left to try
+
+    refused = _delivery_to(runtime, _address(0))
+    assert (refused.status, refused.attempts) == ("failed", 1)
+    assert "550" in refused.last_error
+    assert _recipients(handler.messages) == [_address(1)]
+    assert sorted(_outbox_types(runtime)) == ["notification.delivered", "notification.failed"]
+
+
+def test_every_attempt_of_a_delivery_is_kept_with_its_outcome_error_and_time(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 1)
+    nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
+    domain.send_due_mail(runtime, nowhere)
+    _make_all_due(runtime)
+    with _scripted_smtp(_ScriptedHandler(refuse={_address(0)})) as transport:
+        domain.send_due_mail(runtime, transport)
+    _make_all_due(runtime)
+    with SmtpServer() as smtp:
+        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+
+    [delivery] = _deliveries(runtime)
+    with runtime.reading() as uow:
+        attempts = domain.attempts_of(uow, [delivery.id])[delivery.id]
+    assert [a.outcome for a in attempts] == ["wait", "retry", "sent"]
+    assert "ConnectionRefusedError" in attempts[0].error and "450" in attempts[1].error
+    assert attempts[2].error is None
+    assert attempts[0].at <= attempts[1].at <= attempts[2].at
+    assert (delivery.status, delivery.attempts) == ("sent", 2)

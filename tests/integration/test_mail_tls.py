@@ -180,7 +180,7 @@ def test_mail_waits_when_the_server_certificate_does_not_check_out(
 
     assert handler.messages == [] and handler.logins == []
     delivery = _delivery(runtime)
-    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert (delivery.status, delivery.attempts) == ("queued", 0)
     assert problem in delivery.last_error
 
 
@@ -194,7 +194,7 @@ def test_the_password_is_never_sent_over_an_unencrypted_connection(tmp_path, pos
 
     assert handler.logins == [] and handler.messages == []
     delivery = _delivery(runtime)
-    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    assert (delivery.status, delivery.attempts) == ("queued", 0)
     assert "refusing to send the SMTP password unencrypted" in delivery.last_error
 
 

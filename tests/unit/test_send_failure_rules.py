@@ -119,7 +119,8 @@ def test_the_rules_work_on_naive_utc_times_as_well():
 @pytest.mark.parametrize(
     ("exc", "failure"),
     [
-        (smtplib.SMTPRecipientsRefused({"a@b.id": (550, b"Mailbox unavailable")}), SendFailure.MAIL_REFUSED),
+        (smtplib.SMTPRecipientsRefused({"a@b.id": (450, b"Mailbox busy")}), SendFailure.MAIL_REFUSED),
+        (smtplib.SMTPRecipientsRefused({"a@b.id": (550, b"No such user")}), SendFailure.PERMANENTLY_REFUSED),
         (smtplib.SMTPSenderRefused(553, b"Sender refused", "panitia@labinov.id"), SendFailure.MAIL_REFUSED),
         (smtplib.SMTPDataError(554, b"Message rejected"), SendFailure.MAIL_REFUSED),
         (smtplib.SMTPNotSupportedError("SMTPUTF8 not supported"), SendFailure.MAIL_REFUSED),
@@ -135,3 +136,24 @@ def test_the_rules_work_on_naive_utc_times_as_well():
 )
 def test_what_smtplib_raised_is_classified_for_the_rules(exc, failure):
     assert classify_send_failure(exc) is failure
+
+
+def test_a_recipient_refused_for_good_fails_at_once_without_a_retry():
+    assert decide(SendFailure.PERMANENTLY_REFUSED) == Fail(FailReason.REFUSED, 1)
+    assert decide(SendFailure.PERMANENTLY_REFUSED, attempts=2) == Fail(FailReason.REFUSED, 3)
+
+
+def test_a_retry_asked_to_spread_waits_between_half_and_all_of_the_backoff():
+    from random import Random
+
+    from shared.backoff import equal_jitter
+
+    waits = {
+        after_failed_send(
+            SendFailure.MAIL_REFUSED, attempts=0, created_at=JUST_QUEUED, now=NOW, jitter=equal_jitter, source=Random(i)
+        ).at
+        - NOW
+        for i in range(20)
+    }
+    assert len(waits) > 1
+    assert all(timedelta(seconds=7.5) <= wait <= timedelta(seconds=15) for wait in waits)
