@@ -1,6 +1,7 @@
 """End to end through the real processes: a participant registers and submits a proposal; two evaluators
-(not of that OPD) are auto-assigned and score through the API; the round closes; results are published and
-``results.published`` leaves through the broker."""
+(not of that OPD), created with ``labinov user create`` and known to evaluation only from registration's
+``account.created``, are auto-assigned and score through the API; the round closes; results are published,
+``results.published`` leaves through the broker and the team's result mail reaches the SMTP sink."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import pytest
 import requests
 from kombu import Connection, Queue
 
-from shared.events import make_event
 from shared.messaging.topology import EVENTS_EXCHANGE
-from tests.support.broker_client import drain_queue, publish_raw
+from tests.support.broker_client import drain_queue
 from tests.support.suite import participant
 from tests.support.waiting import wait_until
 
@@ -31,13 +31,16 @@ SECTIONS = dict.fromkeys(
 )
 SCORES = {"novelty": 8, "effectiveness": 7, "benefit": 9, "replicability": 6, "sustainability": 7}
 LISTENER = "test-results-listener"
+ROUND_NAME = "Penilaian desk 2027"
 
 
-def test_a_proposal_is_submitted_assigned_scored_and_its_result_published(rabbitmq, suite_factory):
+def test_a_proposal_is_submitted_assigned_scored_and_its_result_mailed_to_the_team(
+    rabbitmq, smtp_server, suite_factory
+):
     amqp_url, _vhost = rabbitmq
     with Connection(amqp_url) as connection:  # stands in for the notification service's subscription
         Queue(LISTENER, exchange=EVENTS_EXCHANGE, routing_key="results.published")(connection.default_channel).declare()
-    suite = suite_factory(broker_url=amqp_url).start()
+    suite = suite_factory(broker_url=amqp_url, smtp_url=smtp_server.url).start()
     session_id = suite.create_session(capacity=5)
     registered = suite.register(session_id, participant(1, opd="Dinas Kesehatan"))
     assert registered.status_code == 201, registered.text
@@ -57,33 +60,25 @@ def test_a_proposal_is_submitted_assigned_scored_and_its_result_published(rabbit
             email,
             "--password",
             password,
+            "--opd",
+            opd,
         )
         token = requests.post(
             suite.url("registration", "api/v1/auth/token"), json={"email": email, "password": password}, timeout=10
         ).json()["access_token"]
-        account_id = _subject(token)
-        tokens[account_id] = {"Authorization": f"Bearer {token}"}
-        # until registration publishes account.created itself, the test publishes what it will say
-        publish_raw(
-            amqp_url,
-            make_event(
-                "account.created",
-                {
-                    "account_id": account_id,
-                    "email": email,
-                    "name": f"Penilai {number}",
-                    "role": "evaluator",
-                    "opd": opd,
-                },
-                source="/registration",
-                correlation_id="e2e",
-            ),
-            "account.created",
-        )
-    wait_until(
-        lambda: len(requests.get(f"{evaluation}/evaluators", headers=suite.organiser_headers(), timeout=5).json()) == 2,
+        tokens[_subject(token)] = {"Authorization": f"Bearer {token}"}
+    # registration's own account.created (through its outbox and the broker) is how evaluation knows them
+    evaluators = wait_until(
+        lambda: (
+            len(found := requests.get(f"{evaluation}/evaluators", headers=suite.organiser_headers(), timeout=5).json())
+            == 2
+            and found
+        ),
         what="the evaluators in evaluation's projection",
     )
+    assert {(e["id"], e["opd"]) for e in evaluators} == {
+        (account_id, opd) for account_id, opd in zip(tokens, ("Bappeda", "Dinas Pendidikan"), strict=True)
+    }
     created = wait_until(
         lambda: (
             (
@@ -108,7 +103,12 @@ def test_a_proposal_is_submitted_assigned_scored_and_its_result_published(rabbit
     assert requests.post(f"{evaluation}/proposals/{created['id']}/submit", headers=team, timeout=10).status_code == 200
     round_ = requests.post(
         f"{evaluation}/rounds",
-        json={"name": "Desk", "kind": "rubric", "evaluators_per_proposal": 2, "advancement": {"rule": "top_n", "n": 1}},
+        json={
+            "name": ROUND_NAME,
+            "kind": "rubric",
+            "evaluators_per_proposal": 2,
+            "advancement": {"rule": "top_n", "n": 1},
+        },
         headers=suite.organiser_headers(),
         timeout=10,
     ).json()
@@ -150,6 +150,19 @@ def test_a_proposal_is_submitted_assigned_scored_and_its_result_published(rabbit
     [message] = wait_until(lambda: drain_queue(amqp_url, LISTENER) or None, what="results.published on the broker")
     assert message.payload["data"]["proposal_id"] == created["id"]
     assert message.payload["data"]["team_email"] == "peserta1@kaltaraprov.go.id"
+    # notification heard results.published too, and mailed the team its rank and that it advances (the team
+    # also has the mails of its registration and of its proposal's receipt: the result's names the round)
+    [mail] = wait_until(
+        lambda: [m for m in smtp_server.to("peserta1@kaltaraprov.go.id") if ROUND_NAME in m["Subject"]],
+        what="the team's result mail",
+    )
+    text = _plain_text(mail)
+    assert "Peringkat: 1 dari 1" in text and "LOLOS" in text and "Rank: 1 of 1" in text
+
+
+def _plain_text(mail) -> str:
+    part = mail.get_body(preferencelist=("plain",)) if mail.is_multipart() else mail
+    return part.get_content()
 
 
 def _subject(token: str) -> str:
