@@ -501,6 +501,18 @@ def test_the_gateway_refuses_a_body_the_services_would_refuse_with_their_problem
     assert str(MAX_BODY_BYTES) in body["detail"]
 
 
+def test_the_gateway_lets_an_agency_s_import_file_through_up_to_the_import_route_s_own_limit() -> None:
+    from services.registration.api import IMPORT_MAX_BYTES
+
+    block = re.search(r"location\s+~\s+(\S*imports\$)\s*\{([^{}]*)\}", nginx_config())
+    assert block, "deploy/nginx.conf has no location for the import routes (nginx would refuse files over 64 KiB)"
+    for path in ("/registration/api/v1/sessions/abc/imports", "/registration/admin/sessions/abc/imports"):
+        assert re.match(block.group(1), path), path
+    limit = re.search(r"client_max_body_size\s+(\S+);", block.group(2))
+    assert limit and nginx_size(limit.group(1)) >= IMPORT_MAX_BYTES
+    assert "proxy_pass http://registration_web;" in block.group(2)
+
+
 @pytest.mark.parametrize("name, service", app_containers())
 def test_the_services_trust_the_one_gateway_that_appends_the_callers_address(name: str, service: str) -> None:
     """Per-client limits count by the address nginx appends to X-Forwarded-For: one hop, the last entry."""
