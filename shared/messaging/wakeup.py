@@ -154,13 +154,21 @@ class PostgresListener:
         try:
             if not any(True for _ in self._connection.notifies(timeout=timeout, stop_after=1)):
                 return False
-            for _ in self._connection.notifies(timeout=0):  # what else came in the meantime: one wake-up
-                pass
+            self._drain()
             return True
         except Exception as exc:  # the connection broke: rows still wait, the poll finds them
             log.warning("wake-ups on %s lost (%r): reconnecting", self.channel, exc)
             self.close()
             return False
+
+    def _drain(self) -> None:
+        """Read every notification that has reached the socket: together they are this one wake-up. (One
+        still on its way is a spurious wake-up later: one empty claim.)"""
+        assert self._connection is not None
+        pgconn = self._connection.pgconn
+        pgconn.consume_input()
+        while pgconn.notifies() is not None:
+            pass
 
     def close(self) -> None:
         if self._connection is not None:
