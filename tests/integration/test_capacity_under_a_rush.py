@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import multiprocessing
 
-import pytest
 from sqlalchemy import func, select
 
 from services.registration.tables import Registration
 from tests.support.racers import register_many
 from tests.support.runtimes import create_session_directly, migrated_runtime
-from tests.support.servers import postgres_database
 from tests.support.suite import participant
 
 RACERS = 6
 PER_RACER = 8
 CAPACITY = 5
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def test_a_registration_rush_confirms_exactly_capacity_and_waitlists_the_rest(tmp_path, database_url):

@@ -5,49 +5,32 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import threading
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from services.registration import domain, rules
-from services.registration.app import create_app
 from services.registration.tables import CheckIn
-from shared.tokens import Principal, TokenIssuer, load_private_key_pem
+from shared.tokens import Principal
+from tests.support.registration_api import API, RegistrationApi
 from tests.support.runtimes import migrated_runtime
 from tests.support.suite import participant
 
-API = "/registration/api/v1"
 ORGANISER = Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser", "Panitia Kaltara")
 
 
-class Door:
+class Door(RegistrationApi):
     """The registration API as organisers at the door and participants use it."""
 
     def __init__(self, runtime):
-        self.runtime = runtime
-        self.client = create_app(runtime).test_client()
-        token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(ORGANISER)
-        self.organiser = {"Authorization": f"Bearer {token}"}
+        super().__init__(runtime, ORGANISER)
 
     def session(self, capacity=2, **fields) -> str:
-        start = datetime.now(UTC) + timedelta(days=30)
-        body = {
-            "title": "Sosialisasi Laboratorium Inovasi",
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=3)).isoformat(),
-            "location": "Kantor Gubernur Kaltara",
-            "capacity": capacity,
-            **fields,
-        }
-        response = self.client.post(f"{API}/sessions", json=body, headers=self.organiser)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()["id"]
+        return self.new_session(capacity, **{"title": "Sosialisasi Laboratorium Inovasi", **fields})["id"]
 
     def register(self, session_id, i, **overrides) -> dict:
-        response = self.client.post(f"{API}/sessions/{session_id}/registrations", json=participant(i, **overrides))
+        response = self.post_registration(session_id, i, **overrides)
         assert response.status_code == 201, response.get_json()
         return response.get_json()
 
@@ -57,12 +40,6 @@ class Door:
 
     def check_in(self, session_id, code):
         return self.client.post(f"{API}/sessions/{session_id}/check-ins", json={"code": code}, headers=self.organiser)
-
-    def events(self, event_type) -> list[dict]:
-        outbox = self.runtime.outbox
-        query = select(outbox.c.payload).where(outbox.c.event_type == event_type).order_by(outbox.c.id)
-        with self.runtime.engine.connect() as connection:
-            return [json.loads(p) for (p,) in connection.execute(query)]
 
 
 @pytest.fixture

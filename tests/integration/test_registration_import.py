@@ -4,19 +4,15 @@ with its progress visible all along."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from sqlalchemy import func, select
 
 from services.registration import domain
-from services.registration.app import create_app
 from services.registration.tables import Registration
-from shared.tokens import Principal, TokenIssuer, load_private_key_pem
+from tests.support.registration_api import API, RegistrationApi
 from tests.support.runtimes import migrated_runtime
 from tests.support.suite import participant
 
-API = "/registration/api/v1"
 HEADER = "nama;nip;email;ponsel;opd;jabatan\n"
 
 
@@ -25,28 +21,11 @@ def row(i: int, **overrides) -> str:
     return ";".join([person["name"], person["nip"], person["email"], person["phone"], person["opd"], "Analis"]) + "\n"
 
 
-class Office:
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.client = create_app(runtime).test_client()
-        token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
-            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser", "Panitia")
-        )
-        self.organiser = {"Authorization": f"Bearer {token}"}
+class Office(RegistrationApi):
+    """An agency's sheet arriving at the organisers' office."""
 
     def session(self, capacity=100, **fields) -> str:
-        start = datetime.now(UTC) + timedelta(days=30)
-        body = {
-            "title": "Sosialisasi",
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=3)).isoformat(),
-            "location": "Kantor Gubernur Kaltara",
-            "capacity": capacity,
-            **fields,
-        }
-        response = self.client.post(f"{API}/sessions", json=body, headers=self.organiser)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()["id"]
+        return self.new_session(capacity, **{"title": "Sosialisasi", **fields})["id"]
 
     def upload(self, session_id, text: str):
         return self.client.post(

@@ -8,14 +8,11 @@ from __future__ import annotations
 import multiprocessing
 from collections import Counter
 
-import pytest
-
 from services.registration import domain
 from shared.tokens import Principal
 from tests.support.racers import register_and_cancel
 from tests.support.runtimes import create_session_directly, migrated_runtime
 from tests.support.seat_invariants import seat_problems, waiting_places
-from tests.support.servers import postgres_database
 from tests.support.suite import participant
 
 RACERS = 6
@@ -23,15 +20,6 @@ PER_RACER = 15
 CAPACITY = 10
 AGENCIES = ["Dinas Kesehatan", "Bappeda", "Dinas Pendidikan"]
 QUOTA = 4
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def test_a_storm_of_registrations_and_cancellations_leaves_every_invariant_holding(tmp_path, database_url):

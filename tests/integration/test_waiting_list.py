@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 
-from services.registration.app import create_app
 from services.registration.tables import LabSession
-from shared.tokens import Principal, TokenIssuer, TokenVerifier, load_private_key_pem
+from shared.tokens import TokenVerifier
+from tests.support.registration_api import API, RegistrationApi, bearer
 from tests.support.runtimes import migrated_runtime
 from tests.support.seat_invariants import seat_problems, waiting_places
 from tests.support.servers import postgres_database
 from tests.support.suite import participant
 
-API = "/registration/api/v1"
 AGENCIES = ["Dinas Kesehatan", "Bappeda", "Dinas Pendidikan"]
 
 
@@ -39,54 +36,20 @@ def api(request, tmp_path):
     built.runtime.engine.dispose()
 
 
-class Api:
+class Api(RegistrationApi):
     """The registration API as an organiser and as the public use it."""
 
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.client = create_app(runtime).test_client()
-        token = TokenIssuer(load_private_key_pem(runtime.settings), 3600).issue(
-            Principal("organiser-1", "panitia@kaltaraprov.go.id", "organiser", "Panitia")
-        )
-        self.organiser = {"Authorization": f"Bearer {token}"}
-
     def programme(self, opd_quota=None, opds=AGENCIES) -> str:
-        body = {"name": "Laboratorium Inovasi Kaltara 2027", "year": 2027, "opds": opds, "opd_quota": opd_quota}
-        response = self.client.post(f"{API}/programmes", json=body, headers=self.organiser)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()["id"]
+        return self.new_programme(opds, opd_quota)
 
     def session(self, capacity=2, **fields) -> dict:
-        start = datetime.now(UTC) + timedelta(days=30)
-        body = {
-            "title": "Coaching Clinic",
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=3)).isoformat(),
-            "location": "Kantor Gubernur Kaltara",
-            "capacity": capacity,
-            **fields,
-        }
-        response = self.client.post(f"{API}/sessions", json=body, headers=self.organiser)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
+        return self.new_session(capacity, **{"title": "Coaching Clinic", **fields})
 
     def register(self, session_id, i, **overrides):
-        return self.client.post(f"{API}/sessions/{session_id}/registrations", json=participant(i, **overrides))
+        return self.post_registration(session_id, i, **overrides)
 
     def cancel(self, registration_id, headers=None):
         return self.client.post(f"{API}/registrations/{registration_id}/cancel", headers=headers or self.organiser)
-
-    def events(self, event_type=None) -> list[dict]:
-        outbox = self.runtime.outbox
-        query = select(outbox.c.payload).order_by(outbox.c.id)
-        if event_type:
-            query = query.where(outbox.c.event_type == event_type)
-        with self.runtime.engine.connect() as connection:
-            return [json.loads(p) for (p,) in connection.execute(query)]
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # --- programmes and sessions ---------------------------------------------------------------------------
