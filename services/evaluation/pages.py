@@ -14,6 +14,7 @@ Who may open what (each view says so under its route):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request
@@ -27,7 +28,8 @@ from services.evaluation.schemas import EvaluationRequestSchema
 from services.evaluation.tables import Participant
 from shared.errors import DomainError
 from shared.http import runtime_of
-from shared.i18n import N_, current_language, translate_refusal
+from shared.i18n import N_, current_language
+from shared.i18n import translate_refusal as _translate_any_refusal
 from shared.pages import error_page, page_principal, page_public, page_requires
 from shared.spreadsheets import spreadsheet_csv
 
@@ -39,7 +41,42 @@ RULE_REFUSALS = (
     N_("Missing: every counted criterion needs a score."),
     N_("A failed item needs a reason."),
     N_("The round is closed; its evaluations can no longer change."),
+    N_("Not a valid number."),
+    N_("This assignment is another evaluator's."),
+    N_("No assignment has this id."),
+    N_("No proposal assigned to you has this id."),
+    # a proposal's own refusals (rules.section_problems, rules.submission_refusal, domain.submit_proposal)
+    N_("Required before submitting: the date implementation began."),
+    N_("This service has not heard of your registration yet; try again in a minute."),
+    N_("Only a confirmed registration may submit proposals; this one is cancelled."),
 )
+
+#: The rules' refusals that carry values (a scale, a word limit and count, the rubric's keys), as (pattern,
+#: msgid with the same named placeholders): the page says the same numbers in the visitor's language.
+TEMPLATED_RULE_REFUSALS = (
+    (
+        re.compile(r"^Must be between (?P<low>-?\d+(?:\.\d+)?) and (?P<high>-?\d+(?:\.\d+)?)\.$"),
+        N_("Must be between %(low)s and %(high)s."),
+    ),
+    (
+        re.compile(r"^At most (?P<limit>\d+) words; this has (?P<words>\d+)\.$"),
+        N_("At most %(limit)s words; this has %(words)s."),
+    ),
+    (
+        re.compile(r"^Required before submitting \(at most (?P<limit>\d+) words\)\.$"),
+        N_("Required before submitting (at most %(limit)s words)."),
+    ),
+    (
+        re.compile(r"^Unknown criterion; this round's are: (?P<keys>.+)\.$"),
+        N_("Unknown criterion; this round's are: %(keys)s."),
+    ),
+)
+
+
+def translate_refusal(message: str) -> str:
+    """A refusal of evaluation's rules or schemas in the visitor's language (values kept as they are)."""
+    return _translate_any_refusal(message, TEMPLATED_RULE_REFUSALS)
+
 
 SECTION_NAMES = {
     "summary": "Ringkasan / Summary",

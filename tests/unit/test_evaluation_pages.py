@@ -88,3 +88,59 @@ def test_the_results_page_draws_the_distribution_as_svg_without_script(app_for):
     )
     csv = client.get(f"/evaluation/rounds/{round_id}/results.csv")
     assert csv.get_data().startswith("\ufeff".encode())
+
+
+def test_a_score_out_of_scale_is_refused_beside_it_with_the_scale_in_the_visitor_s_language(app_for):
+    world = World(app_for("evaluation"))
+    _round_id, assignment_id, evaluator, _other = a_round_with_one_assignment(world)
+    client = page_client(world, evaluator)
+    page = client.get(f"/evaluation/assignments/{assignment_id}", headers=BROWSER).get_data(as_text=True)
+    assert "novalidate" in page  # the server's refusal, in the page's language, not the browser's bubble
+    form = {"csrf_token": csrf_of(page), **{f"score-{k}": str(v) for k, v in SCORES.items()}, "score-novelty": "11"}
+    refused = client.post(f"/evaluation/assignments/{assignment_id}", data=form, headers=BROWSER)
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 422
+    assert '<span class="error-text" id="e-novelty">Harus antara 1 dan 10.</span>' in text and 'value="11"' in text
+    client.set_cookie("labinov_lang", "en")
+    english = client.post(f"/evaluation/assignments/{assignment_id}", data=form, headers=BROWSER)
+    assert "Must be between 1 and 10." in english.get_data(as_text=True)
+
+
+def test_every_evaluation_refusal_with_values_is_translated_keeping_its_numbers(app_for):
+    from services.evaluation import rules
+    from services.evaluation.pages import translate_refusal
+
+    app = app_for("evaluation")
+    long_sections = {name: "kata " * (limit + 31) for name, limit in rules.SECTION_LIMITS.items()}
+    refusals = [
+        *(m for found in rules.section_problems(long_sections, complete=True).values() for m in found),
+        *(m for found in rules.section_problems({}, complete=True).values() for m in found),
+        *(
+            m
+            for found in rules.evaluation_problems(
+                "rubric", rules.DEFAULT_RUBRIC, {"novelty": 0, "benefit": 10.5, "charm": 3}
+            ).values()
+            for m in found
+        ),
+        *(
+            m
+            for found in rules.evaluation_problems("checklist", rules.DEFAULT_CHECKLIST, {"implemented": 2}).values()
+            for m in found
+        ),
+        rules.submission_refusal(None),
+        rules.submission_refusal("cancelled"),
+    ]
+    with app.test_request_context("/evaluation/?lang=id"):
+        translated = {message: translate_refusal(message) for message in refusals}
+    untranslated = [message for message, text in translated.items() if text == message]
+    assert untranslated == []
+    assert translated["At most 200 words; this has 231."] == "Paling banyak 200 kata; isian ini 231 kata."
+    assert translated["Required before submitting (at most 600 words)."] == (
+        "Wajib diisi sebelum dikirim (paling banyak 600 kata)."
+    )
+    assert translated["Must be between 1 and 10."] == "Harus antara 1 dan 10."
+    assert translated[
+        "Unknown criterion; this round's are: novelty, effectiveness, benefit, replicability, sustainability."
+    ] == ("Kriteria tidak dikenal; kriteria babak ini: novelty, effectiveness, benefit, replicability, sustainability.")
+    with app.test_request_context("/evaluation/?lang=en"):
+        assert translate_refusal("At most 200 words; this has 231.") == "At most 200 words; this has 231."
