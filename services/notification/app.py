@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.notification.api import blp
 from services.notification.bootstrap import bootstrap
-from services.notification.pages import pages
+from services.notification.pages import pages, unsubscribe
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
 
@@ -21,4 +21,6 @@ def create_app(runtime: ServiceRuntime | None = None) -> Flask:
         page_blueprints=[pages],
         description="What participants, teams and evaluators hear from the programme, and whether it arrived.",
     )
+    # a mail program's one-click opt-out (RFC 8058) carries no CSRF token: the signed link is the authority
+    app.extensions["csrf"].exempt(unsubscribe)
     return app
