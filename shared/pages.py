@@ -61,6 +61,7 @@ class NavItem:
 NAVIGATION = (
     NavItem(_l("Sessions"), "/registration/", ("anyone",)),
     NavItem(_l("Manage sessions"), "/registration/admin/sessions", ("organiser",)),
+    NavItem(_l("Announcements"), "/notification/announcements", ("organiser",)),
     NavItem(_l("Mailbox"), "/notification/mailbox", ("organiser",)),
     NavItem(_l("Evaluation"), "/evaluation/", ("organiser", "evaluator")),
 )

@@ -24,7 +24,7 @@ def test_registration_mails_the_participant_on_rabbitmq_and_postgres(
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "confirmed"
     mail = wait_until(lambda: smtp_server.to("sari@kaltaraprov.go.id"), what="the confirmation mail")
-    assert "Sari Wulandari" in mail[0].get_content()
+    assert "Sari Wulandari" in mail[0].get_body(preferencelist=("plain",)).get_content()
     assert "Sosialisasi Laboratorium Inovasi" in mail[0]["Subject"]
     deliveries = wait_until(
         lambda: [
