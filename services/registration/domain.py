@@ -531,6 +531,8 @@ def registration_event_data(
         "session_title": lab_session.title,
         "session_starts_at": lab_session.starts_at,
         "session_location": lab_session.location,
+        "session_ends_at": lab_session.ends_at,
+        "online_url": lab_session.online_url,
         "status": registration.status,
         "name": registration.name,
         "nip": registration.nip,
