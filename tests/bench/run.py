@@ -1,6 +1,6 @@
 """`make bench`: measured figures of the suite's real processes, written to a file.
 
-Three parts (``--parts``, all by default), each printing its progress as it goes:
+Four parts (``--parts``, all by default), each printing its progress as it goes:
 
 * ``registration`` — the registration rush with wrk (``registration_rush.py``): the suite's registration
   endpoint into a session of capacity 10,000 and one of capacity 50, against the ceiling of a minimal Flask
@@ -12,6 +12,12 @@ Three parts (``--parts``, all by default), each printing its progress as it goes
   concurrent clients through HTTP (throughput and latency percentiles, confirmed == capacity), and the time
   from the first registration until every confirmation mail reached a real SMTP server (aiosmtpd), i.e.
   registration → outbox → relay → broker → consumer → mail.
+* ``pipeline`` — the latency of the event → mail pipeline (``pipeline_latency.py``): registrations at a
+  steady rate from an open-loop generator process, each timed from its 201 (client side) to the moment a
+  separate SMTP sink process accepted its confirmation mail; 100/s for 30 s on PostgreSQL + RabbitMQ (goal
+  p50 ≤ 30 ms, p99 ≤ 150 ms) and 20/s on the embedded defaults (p99 ≤ 500 ms), each beside the raw kombu
+  publish → consume latency between two processes on the same broker; a py-spy profile of the notification
+  worker under the load (``<output>-profile-pipeline.txt``).
 * ``results`` — the statistics of an evaluation round (``round_results.py``): the time to compute the results
   of 3,000 proposals × 3 evaluators × 5 criteria (normalisation and agreement included; goal ≤ 0.5 s) beside
   its ceiling, the time to compute only the weighted totals. Pure Python in this process: needs no server.
@@ -141,6 +147,13 @@ def mail_part(args) -> list[str]:
     return lines
 
 
+def pipeline_part(args) -> list[str]:
+    from tests.bench.pipeline_latency import PipelineBench
+
+    profile_prefix = Path(args.output).with_suffix("").absolute().as_posix() + "-profile"
+    return PipelineBench(args.quick, Path(profile_prefix), progress).run()
+
+
 def results_part(args) -> list[str]:
     from tests.bench.round_results import measure as measure_round_results
 
@@ -150,6 +163,7 @@ def results_part(args) -> list[str]:
 PARTS = {
     "registration": ("Registration rush (wrk; PostgreSQL + RabbitMQ)", registration_part),
     "mail": ("Mail pipeline (registration -> outbox -> broker -> notification -> SMTP)", mail_part),
+    "pipeline": ("Event -> mail latency (201 -> SMTP accept, steady rate; raw kombu beside it)", pipeline_part),
     "results": ("Results of an evaluation round (scoring statistics, pure Python)", results_part),
 }
 
