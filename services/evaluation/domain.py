@@ -700,8 +700,8 @@ def record_evaluation(
         evaluation = Evaluation(assignment_id=assignment_id, revision=0)
         uow.session.add(evaluation)
     evaluation.scores = {key: float(value) for key, value in scores.items()}
-    evaluation.reasons = {key: text for key, text in (reasons or {}).items() if text}
-    evaluation.comment = comment
+    evaluation.reasons = {key: rules.one_line_ending(text) for key, text in (reasons or {}).items() if text}
+    evaluation.comment = rules.one_line_ending(comment)
     evaluation.total = total
     evaluation.revision += 1
     evaluation.submitted_at = now

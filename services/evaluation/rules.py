@@ -186,6 +186,12 @@ def _plain(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
+def one_line_ending(text: str | None) -> str | None:
+    r"""An evaluator's comment or reason with every line break as ``\n``: a browser's form sends ``\r\n``
+    (HTML's form encoding), an API client usually ``\n``, and the same words must be stored the same way."""
+    return None if text is None else text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 # --- assignment -----------------------------------------------------------------------------------------
 
 

@@ -144,3 +144,18 @@ def test_every_evaluation_refusal_with_values_is_translated_keeping_its_numbers(
     ] == ("Kriteria tidak dikenal; kriteria babak ini: novelty, effectiveness, benefit, replicability, sustainability.")
     with app.test_request_context("/evaluation/?lang=en"):
         assert translate_refusal("At most 200 words; this has 231.") == "At most 200 words; this has 231."
+
+
+def test_a_comment_typed_on_the_form_is_stored_with_the_line_breaks_an_api_client_would_send(app_for):
+    world = World(app_for("evaluation"))
+    _round_id, assignment_id, evaluator, _other = a_round_with_one_assignment(world)
+    client = page_client(world, evaluator)
+    page = client.get(f"/evaluation/assignments/{assignment_id}", headers=BROWSER).get_data(as_text=True)
+    form = {
+        "csrf_token": csrf_of(page),
+        **{f"score-{k}": str(v) for k, v in SCORES.items()},
+        "comment": "Menjangkau desa;\r\nperlu data biaya.",  # a browser sends a textarea's lines as CRLF
+    }
+    assert client.post(f"/evaluation/assignments/{assignment_id}", data=form, headers=BROWSER).status_code == 303
+    [mine] = world.call("GET", "/assignments", evaluator).get_json()
+    assert mine["evaluation"]["comment"] == "Menjangkau desa;\nperlu data biaya."

@@ -196,3 +196,8 @@ def test_the_histogram_counts_every_point_of_the_scale():
         (9, 0),
         (10, 2),
     ]
+
+
+def test_a_comment_s_line_breaks_are_stored_one_way_whoever_sent_them():
+    assert rules.one_line_ending("satu\r\ndua\rtiga\nempat") == "satu\ndua\ntiga\nempat"
+    assert rules.one_line_ending(None) is None
