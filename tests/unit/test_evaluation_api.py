@@ -456,3 +456,67 @@ def test_a_later_round_takes_only_the_proposals_that_advanced(open_round):
         {"name": "Presentasi", "programme_id": "programme-2027", "kind": "rubric", "evaluators_per_proposal": 1},
     ).get_json()
     assert second["sequence"] == 2 and second["proposals"] == 2
+
+
+# --- never leak: every route an evaluator can reach, every event --------------------------------------------
+
+#: What the other evaluator gave (distinctive numbers and words), and the panel's mean with it.
+OTHER_SCORES = dict.fromkeys(SCORES, 3.25)
+OTHER_COMMENT = "RAHASIA-PENILAI-DUA"
+LEAK_MARKERS = ("3.25", OTHER_COMMENT, "6.125", "6.12", "6.13")  # 3.25 alone, and (9 + 3.25) / 2
+
+
+def test_no_route_an_evaluator_can_reach_and_no_event_shows_another_evaluator_s_scores_while_open(world):
+    from shared.pages import AUTH_COOKIE
+
+    team = world.team(1, "Dinas Kesehatan")
+    proposal_id = world.submitted_proposal(team, "Puskesmas Keliling")
+    (mine_id, mine), (_other_id, other) = world.evaluator(1, "Bappeda"), world.evaluator(2, "Bappeda")
+    round_id = world.call(
+        "POST",
+        "/rounds",
+        world.organiser,
+        {"name": "Desk", "programme_id": "programme-2027", "kind": "rubric", "evaluators_per_proposal": 2},
+    ).get_json()["id"]
+    assert world.call("POST", f"/rounds/{round_id}/assignments", world.organiser, {"auto": True}).status_code == 201
+    [own] = assignments_of(world, mine)
+    [others] = assignments_of(world, other)
+    path = "/assignments/{}/evaluation"
+    assert world.call("PUT", path.format(others["id"]), other, {"scores": OTHER_SCORES, "comment": OTHER_COMMENT})
+    assert world.call("PUT", path.format(own["id"]), mine, {"scores": dict.fromkeys(SCORES, 9)}).status_code == 200
+
+    values = {
+        "round_id": round_id,
+        "proposal_id": proposal_id,
+        "objection_id": "00000000-0000-4000-8000-000000000000",
+        "path:filename": "labinov.css",
+    }
+    answers = []
+    for rule in world.app.url_map.iter_rules():
+        if not rule.rule.startswith("/evaluation/") or "GET" not in rule.methods:
+            continue
+        if rule.rule.startswith("/evaluation/health/"):  # a fixed answer about the service (and a broker timeout)
+            continue
+        for assignment_id in (own["id"], others["id"]):
+            url = rule.rule
+            for name, value in {**values, "assignment_id": assignment_id}.items():
+                url = url.replace(f"<{name}>", value)
+            assert "<" not in url, f"a route with an argument this test does not fill: {rule.rule}"
+            answers.append((url, world.client.get(url, headers={"Authorization": f"Bearer {mine}"})))
+            page = world.app.test_client()
+            page.set_cookie(AUTH_COOKIE, mine)
+            answers.append((url, page.get(url, headers={"Accept": "text/html"})))
+    # the evaluator's writes and their refusals: another's assignment, a score out of scale, a conflict
+    answers.append(("PUT other's", world.call("PUT", path.format(others["id"]), mine, {"scores": SCORES})))
+    answers.append(("PUT out of scale", world.call("PUT", path.format(own["id"]), mine, {"scores": {"novelty": 99}})))
+    answers.append(("POST conflict", world.call("POST", "/conflicts", mine, {"proposal_id": "nope", "reason": "x"})))
+    assert len(answers) > 40
+    for url, response in answers:
+        body = response.get_data(as_text=True)
+        assert not [m for m in LEAK_MARKERS if m in body], f"{url} ({response.status_code}) shows another's scores"
+    assert world.call("GET", f"/rounds/{round_id}/results", world.organiser).get_json()["ranking"][0]["mean"] == 6.125
+    for event_type in ("evaluation.assigned", "evaluation.submitted", "proposal.submitted"):
+        for event in world.outbox(event_type):
+            text = json.dumps(event["data"])
+            assert not [m for m in (*LEAK_MARKERS, "9.0", "scores", "total") if m in text], event
+    assert mine_id != _other_id
