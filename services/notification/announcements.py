@@ -35,7 +35,6 @@ from services.notification.tables import Announcement, Delivery, Recipient, Regi
 from shared.clock import utcnow
 from shared.db import UnitOfWork
 from shared.errors import Conflict, NotFound, RuleViolation
-from shared.messaging.wakeup import DELIVERIES
 from shared.runtime import ServiceRuntime
 from shared.workqueue import WorkQueue
 
@@ -293,7 +292,6 @@ def expand_due(runtime: ServiceRuntime, batch_size: int = FAN_OUT_BATCH) -> int:
                 written += domain.queue_messages(
                     uow, announcement.id, announcement.correlation_id, batch, announcement_id=announcement.id
                 )
-                uow.notify_after_commit(DELIVERIES)  # the mail senders start on this batch at once
                 uow.commit()
         else:
             with runtime.unit_of_work() as uow:

@@ -64,6 +64,7 @@ from shared.backoff import equal_jitter
 from shared.clock import utcnow
 from shared.db import UnitOfWork, insert_or_update, new_id, upsert
 from shared.events import Event
+from shared.messaging.wakeup import DELIVERIES
 from shared.observability import new_correlation_id, reset_correlation_id, set_correlation_id
 from shared.runtime import ServiceRuntime
 from shared.tokens import load_secret_key
@@ -229,7 +230,8 @@ def queue_messages(
     announcement_id: str | None = None,
 ) -> int:
     """Write one delivery per message (rendered now), skipping any the same cause already wrote for that
-    recipient; returns how many were new. Mail from a public cause past the hourly cap is written ``held``."""
+    recipient; returns how many were new. Mail from a public cause past the hourly cap is written ``held``.
+    The mail senders are woken when the caller's transaction commits."""
     if not batch:
         return 0
     now, due = datetime.now(UTC), utcnow()
@@ -266,6 +268,7 @@ def queue_messages(
     statement = insert_or_update(uow.session, deliveries).on_conflict_do_nothing(
         index_elements=["caused_by", "recipient", "channel"]
     )
+    uow.notify_after_commit(DELIVERIES)  # the mail senders start on these as soon as the transaction commits
     return uow.session.execute(statement, rows).rowcount or 0
 
 

@@ -1,24 +1,20 @@
 """The notification worker process: `labinov worker notification` — consumer, outbox relay, mail sender.
 
-The mail sender waits on the deliveries channel between claims (:func:`shared.worker.work_loop`): a
-transaction that queues a delivery calls ``uow.notify_after_commit(DELIVERIES)`` and the sender wakes once it
-commits. Every event handler here is wrapped to do that (:func:`_waking_the_sender`), since handling an event
-is how most deliveries are queued; a handler that queued none costs one empty claim.
+The mail sender waits on the deliveries channel between claims (:func:`shared.worker.work_loop`): the
+transaction that queues a delivery (``domain.queue_messages``: event handlers, the announcement fan-out) rings
+it, and the sender wakes once it commits. The announcement loop expands due announcements into deliveries.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 
+from services.notification.announcements import fan_out_loop
 from services.notification.bootstrap import bootstrap
 from services.notification.domain import send_due_mail
 from services.notification.handlers import HANDLERS
 from services.notification.mail import transport_for
-from shared.db import UnitOfWork
-from shared.events import Event
-from shared.messaging.consumer import Handler
 from shared.messaging.wakeup import DELIVERIES
 from shared.runtime import ServiceRuntime
 from shared.worker import run_worker, work_loop
@@ -39,21 +35,5 @@ def send_mail_loop(runtime: ServiceRuntime, stop: threading.Event, poll_interval
     )
 
 
-def _waking_the_sender(handler: Handler) -> Handler:
-    """``handler``, and the mail sender woken when its transaction commits."""
-
-    def handle(uow: UnitOfWork, event: Event) -> None:
-        handler(uow, event)
-        uow.notify_after_commit(DELIVERIES)
-
-    handle.__name__ = getattr(handler, "__name__", "handle")
-    handle.__doc__ = handler.__doc__
-    return handle
-
-
-def waking_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
-    return {event_type: _waking_the_sender(handler) for event_type, handler in handlers.items()}
-
-
 def main() -> None:
-    run_worker(bootstrap(), waking_handlers(HANDLERS), loops={"mail": send_mail_loop})
+    run_worker(bootstrap(), HANDLERS, loops={"mail": send_mail_loop, "announcements": fan_out_loop})
