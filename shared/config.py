@@ -66,6 +66,20 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "A committed outbox row wakes the relays at once; the poll is the safety net for a lost wake-up and times "
     "retries",
     "LABINOV_MAIL_POLL_MS": "the same for notification's mail sender (a queued delivery wakes it); default 1000",
+    "LABINOV_SMS_GATEWAY_URL": "where notification POSTs SMS and WhatsApp messages (an HTTP gateway, JSON body "
+    "{to, text, channel, reference}); unset = SMS and WhatsApp deliveries fail with that reason",
+    "LABINOV_SMS_GATEWAY_TOKEN": "sent to the gateway as Authorization: Bearer <token>",
+    "LABINOV_SMS_GATEWAY_SECRET": "the shared secret the gateway's status callback (POST "
+    "/notification/api/v1/gateway/status) sends in X-Gateway-Secret; unset = every callback is refused",
+    "LABINOV_SMS_GATEWAY_FIELDS": "the gateway's names for the body fields, e.g. to=msisdn,text=message "
+    "(to, text, channel, reference); unset = those names",
+    "LABINOV_WHATSAPP_GATEWAY_URL": "a separate gateway for WhatsApp; unset = the SMS gateway (channel says which)",
+    "LABINOV_SMS_RATE": "SMS sent per period by all notification workers together, e.g. 5/second; default 5/second",
+    "LABINOV_WHATSAPP_RATE": "the same for WhatsApp; default 10/second",
+    "LABINOV_SMS_MESSAGES": "transactional messages that also go as a short SMS, by kind (registration_confirmed,"
+    "registration_promoted, ...), comma-separated; unset = none",
+    "LABINOV_WEBHOOK_ALLOW_LOCAL": "true also lets outgoing webhooks go to http:// and to loopback and private "
+    "addresses (development and tests); default false",
     "PROMETHEUS_MULTIPROC_DIR": "a folder shared by a service's web and worker processes for metrics",
 }
 
@@ -107,6 +121,18 @@ class Settings:
     #: the safety-net polls of the outbox relay and the mail sender (wake-ups make them rarely needed)
     relay_poll_seconds: float = 1.0
     mail_poll_seconds: float = 1.0
+    #: the SMS/WhatsApp gateway (``services/notification/gateway.py``)
+    sms_gateway_url: str | None = None
+    sms_gateway_token: str | None = None
+    sms_gateway_secret: str | None = None
+    whatsapp_gateway_url: str | None = None
+    #: the gateway's names for the body fields ``to``, ``text``, ``channel``, ``reference``
+    sms_gateway_fields: tuple[tuple[str, str], ...] = ()
+    #: messages per second of each gateway channel, and the burst (the limit's amount), for all workers together
+    channel_rates: tuple[tuple[str, float, int], ...] = (("sms", 5.0, 5), ("whatsapp", 10.0, 10))
+    #: kinds of transactional message that also go as a short SMS
+    sms_messages: tuple[str, ...] = ()
+    webhook_allow_local: bool = False
 
     @property
     def mailbox_dir(self) -> Path:
@@ -172,6 +198,44 @@ def _rate_limit(env: dict[str, str], name: str, default: str) -> str | None:
     if any(item.amount < 1 for item in items):
         raise ConfigurationError(f"{name}={raw!r} allows nothing at all; to turn the limit off write 'off'")
     return raw
+
+
+GATEWAY_FIELDS = ("to", "text", "channel", "reference")
+
+
+def _gateway_fields(env: dict[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``to=msisdn,text=message`` as ``(("to", "msisdn"), ("text", "message"))``; only the four known fields."""
+    raw = (env.get(name) or "").strip()
+    renamed = dict.fromkeys(GATEWAY_FIELDS, "")
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        field, _, gateway_name = item.partition("=")
+        if field.strip() not in renamed or not gateway_name.strip():
+            raise ConfigurationError(
+                f"{name}={raw!r}: write field=name pairs separated by commas, fields among {', '.join(GATEWAY_FIELDS)}"
+            )
+        renamed[field.strip()] = gateway_name.strip()
+    return tuple((field, renamed[field] or field) for field in GATEWAY_FIELDS)
+
+
+def _per_second(env: dict[str, str], name: str, default: str) -> tuple[float, int]:
+    """A rate such as ``5/second`` or ``300/minute`` as (messages per second, burst = the amount)."""
+    from limits import parse
+
+    raw = (env.get(name) or default).strip()
+    try:
+        item = parse(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a rate: write an amount per period, such as {default!r}") from None
+    if item.amount < 1:
+        raise ConfigurationError(f"{name}={raw!r} allows nothing at all")
+    return item.amount / item.get_expiry(), item.amount
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{name}={raw!r} must be true or false")
+    return raw in ("true", "1", "yes")
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 1, maximum: int = 65535) -> int:
@@ -296,4 +360,17 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         relay_poll_seconds=_int(env, "LABINOV_RELAY_POLL_MS", 1000, 10, 3_600_000) / 1000,
         mail_poll_seconds=_int(env, "LABINOV_MAIL_POLL_MS", 1000, 10, 3_600_000) / 1000,
         mail_hourly_cap=_int(env, "LABINOV_MAIL_HOURLY_CAP", 10, minimum=1, maximum=100000),
+        sms_gateway_url=_url(env, "LABINOV_SMS_GATEWAY_URL", ("http", "https")),
+        sms_gateway_token=env.get("LABINOV_SMS_GATEWAY_TOKEN") or None,
+        sms_gateway_secret=env.get("LABINOV_SMS_GATEWAY_SECRET") or None,
+        whatsapp_gateway_url=_url(env, "LABINOV_WHATSAPP_GATEWAY_URL", ("http", "https")),
+        sms_gateway_fields=_gateway_fields(env, "LABINOV_SMS_GATEWAY_FIELDS"),
+        channel_rates=(
+            ("sms", *_per_second(env, "LABINOV_SMS_RATE", "5/second")),
+            ("whatsapp", *_per_second(env, "LABINOV_WHATSAPP_RATE", "10/second")),
+        ),
+        sms_messages=tuple(
+            kind.strip() for kind in (env.get("LABINOV_SMS_MESSAGES") or "").split(",") if kind.strip()
+        ),
+        webhook_allow_local=_flag(env, "LABINOV_WEBHOOK_ALLOW_LOCAL"),
     )

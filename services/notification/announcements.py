@@ -13,6 +13,11 @@ processes — claims due announcements with a lease (``SKIP LOCKED``), and for e
    next holder completes without writing anyone twice;
 3. marks it ``expanded``, guarded by its claim token.
 
+Each batch also writes, in its transaction, the members' SMS/WhatsApp messages when the announcement's
+``channels`` name them (:func:`services.notification.gateway.queue_announcement`: its own table and loop) and
+their in-app inbox copies (:func:`services.notification.inbox.copy_announcement`); mail goes only when
+``channels`` names ``email``, and the opt-outs are per channel.
+
 The deliveries are then sent by every worker's mail loop, competing on the deliveries queue, so more
 workers send faster. A scheduled announcement is only a row with a future ``send_at``: a restart loses
 nothing, and it goes when due. Cancelling flips ``scheduled`` to ``cancelled`` in one guarded ``UPDATE``; once
@@ -30,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from services.notification import domain, messages, rules
+from services.notification import domain, gateway, inbox, messages, rules
 from services.notification.tables import Announcement, Delivery, Recipient, RegistrationView, SessionView
 from shared.clock import utcnow
 from shared.db import UnitOfWork
@@ -42,7 +47,7 @@ log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
 FAN_OUT_LEASE = timedelta(minutes=2)
-CHANNELS = ("email",)
+CHANNELS = ("email", "sms", "whatsapp")
 #: Registration states an audience by session may ask for.
 AUDIENCE_STATUSES = ("confirmed", "waitlisted")
 announcements = Announcement.__table__
@@ -142,6 +147,9 @@ def progress(uow: UnitOfWork, announcement: Announcement, failures: int = 100) -
             select(d.status, func.count()).where(d.announcement_id == announcement.id).group_by(d.status)
         ).all()
     )
+    for state, count in gateway.counts_of_announcement(uow, announcement.id).items():  # SMS and WhatsApp
+        counts[state] = counts.get(state, 0) + count
+    counts["sent"] = counts.get("sent", 0) + counts.pop("delivered", 0)
     failed = uow.session.execute(
         select(d.recipient, d.last_error, d.attempts)
         .where(d.announcement_id == announcement.id, d.status == "failed")
@@ -281,17 +289,25 @@ def expand_due(runtime: ServiceRuntime, batch_size: int = FAN_OUT_BATCH) -> int:
             members = audience_of(uow, json.loads(announcement.audience))
             refusing = domain.opted_out(uow.session, [m.email for m in members])
             uow.session.expunge(announcement)
-        wanted = [m for m in members if m.email not in refusing]
+        by_mail = "email" in json.loads(announcement.channels)
         written = 0
-        for start in range(0, len(wanted), batch_size):
+        for start in range(0, len(members), batch_size):
             if not queue.renew(token, row.id):
                 log.warning("announcement %s: lease lost during fan-out; its new holder completes it", row.id)
                 break
             with runtime.unit_of_work() as uow:
-                batch = [message_for(uow, announcement, m, runtime) for m in wanted[start : start + batch_size]]
-                written += domain.queue_messages(
-                    uow, announcement.id, announcement.correlation_id, batch, announcement_id=announcement.id
-                )
+                part = members[start : start + batch_size]
+                if by_mail:
+                    batch = [message_for(uow, announcement, m, runtime) for m in part if m.email not in refusing]
+                    written += domain.queue_messages(
+                        uow, announcement.id, announcement.correlation_id, batch, announcement_id=announcement.id
+                    )
+
+                def values_of(member, uow=uow):
+                    return placeholder_values(uow, member, runtime)
+
+                written += gateway.queue_announcement(uow, runtime, announcement, part, values_of)
+                inbox.copy_announcement(uow, announcement, part, values_of, rules.fill_placeholders)
                 uow.commit()
         else:
             with runtime.unit_of_work() as uow:

@@ -4,25 +4,39 @@ Who may call what (``@requires`` on each view) — every route here is for organ
 participants' addresses or speaks to them:
 - ``GET /deliveries`` (``?status=held`` lists what the hourly cap held back);
 - ``POST /announcements``, ``GET /announcements``, ``GET /announcements/{id}``,
-  ``POST /announcements/{id}/cancel``, ``POST /announcements/{id}/retry-failed``, ``POST /announcements/preview``.
+  ``POST /announcements/{id}/cancel``, ``POST /announcements/{id}/retry-failed``, ``POST /announcements/preview``;
+- ``POST /webhooks``, ``GET /webhooks``, ``GET /webhooks/{id}/deliveries`` — organisers;
+- ``GET /inbox``, ``POST /inbox/{id}/read`` — a participant with their token, their own registration only (a
+  cancelled one's token is 403; an organiser's is 403: it is the participant's own);
+- ``POST /gateway/status`` — the SMS/WhatsApp gateway, declared ``@public`` (no token) and authenticated by the
+  shared secret in ``X-Gateway-Secret`` (``LABINOV_SMS_GATEWAY_SECRET``, compared in constant time; 401
+  otherwise).
 
 Who commits: each view opens its unit of work and commits it once the domain operation has added to it.
 """
 
 from __future__ import annotations
 
+from flask import request
 from flask_smorest import Blueprint
 
-from services.notification import announcements, domain
+from services.notification import announcements, domain, gateway, inbox, webhooks
 from services.notification.schemas import (
     AnnouncementCreateSchema,
     AnnouncementSchema,
     DeliveryQuerySchema,
     DeliverySchema,
+    GatewayDeliverySchema,
+    GatewayStatusSchema,
+    InboxMessageSchema,
     PreviewSchema,
     RetriedSchema,
+    WebhookCreatedSchema,
+    WebhookCreateSchema,
+    WebhookDeliverySchema,
+    WebhookSchema,
 )
-from shared.auth import current_principal, requires
+from shared.auth import AuthError, current_principal, public, requires
 from shared.errors import NotFound
 from shared.http import PageQuerySchema, runtime_of
 from shared.idempotency import idempotent
@@ -114,3 +128,92 @@ def retry_failed_deliveries(announcement_id):
         retried = announcements.retry_failed(uow, announcement_id)
         uow.commit()
         return {"retried": retried}
+
+
+# --- the SMS/WhatsApp gateway's status callback ---------------------------------------------------------------
+
+
+@blp.post("/gateway/status")
+@public
+@blp.arguments(GatewayStatusSchema)
+@blp.response(200, GatewayDeliverySchema)
+@blp.alt_response(401, description="No X-Gateway-Secret header, or not the configured secret")
+@blp.alt_response(404, description="No message with this reference")
+def gateway_status(data):
+    """The gateway reports what became of a message (`delivered` or `failed`). Called by the gateway, not by
+    people: it authenticates with the shared secret in `X-Gateway-Secret` (`LABINOV_SMS_GATEWAY_SECRET`)."""
+    runtime = runtime_of()
+    if not gateway.secret_matches(runtime.settings, request.headers.get("X-Gateway-Secret")):
+        raise AuthError(401, "The gateway's status callback needs the shared secret in X-Gateway-Secret.")
+    with runtime.unit_of_work() as uow:
+        row = gateway.record_status(uow, data["reference"], data["status"], data["error"])
+        uow.commit()
+        return row
+
+
+# --- the in-app inbox ---------------------------------------------------------------------------------------
+
+
+@blp.get("/inbox")
+@requires("participant")
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, InboxMessageSchema(many=True))
+@blp.alt_response(403, description="The token's registration is cancelled")
+def list_inbox(query):
+    """The participant's messages — what the suite told their registration, on any channel — newest first."""
+    with runtime_of().reading() as uow:
+        registration_id = inbox.registration_of(uow, current_principal())
+        return inbox.messages_of(uow, registration_id, query["limit"], query["offset"])
+
+
+@blp.post("/inbox/<message_id>/read")
+@requires("participant")
+@blp.response(200, InboxMessageSchema)
+@blp.alt_response(403, description="The token's registration is cancelled")
+@blp.alt_response(404, description="No such message in this inbox")
+def mark_inbox_message_read(message_id):
+    """Mark one of the participant's messages read."""
+    with runtime_of().unit_of_work() as uow:
+        message = inbox.mark_read(uow, inbox.registration_of(uow, current_principal()), message_id)
+        uow.commit()
+        return message
+
+
+# --- outgoing webhooks --------------------------------------------------------------------------------------
+
+
+@blp.post("/webhooks")
+@requires("organiser")
+@idempotent
+@blp.arguments(WebhookCreateSchema)
+@blp.response(201, WebhookCreatedSchema)
+@blp.alt_response(422, description="A URL that may not be called (named why), or an unknown event type")
+def create_webhook(data):
+    """Have chosen events POSTed to a URL, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+    `webhook-signature`). The answer's `secret` (`whsec_...`) verifies them; it is shown only here."""
+    runtime = runtime_of()
+    principal = current_principal()
+    with runtime.unit_of_work() as uow:
+        created = webhooks.create(uow, data, principal.email if principal else "", runtime.settings.webhook_allow_local)
+        uow.commit()
+        return webhooks.view(created, with_secret=True)
+
+
+@blp.get("/webhooks")
+@requires("organiser")
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, WebhookSchema(many=True))
+def list_webhooks(query):
+    """The webhooks, newest first, with whether each is still on (and why not)."""
+    with runtime_of().reading() as uow:
+        return [webhooks.view(w) for w in webhooks.list_webhooks(uow, query["limit"], query["offset"])]
+
+
+@blp.get("/webhooks/<webhook_id>/deliveries")
+@requires("organiser")
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, WebhookDeliverySchema(many=True))
+def list_webhook_deliveries(query, webhook_id):
+    """What was sent to the webhook, newest first, each with every attempt (its HTTP status or error)."""
+    with runtime_of().reading() as uow:
+        return webhooks.deliveries_of(uow, webhook_id, query["limit"], query["offset"])

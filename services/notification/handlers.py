@@ -1,10 +1,14 @@
-"""Event handlers of the notification service: thin adapters from events to domain operations."""
+"""Event handlers of the notification service: thin adapters from events to domain operations.
+
+Each handler is wrapped by :func:`_with_other_channels`: after the domain operation has written its mail, the
+same transaction also writes the event's inbox copies, SMS variants and webhook deliveries
+(:func:`services.notification.channels.after_event`)."""
 
 from __future__ import annotations
 
 from functools import cache
 
-from services.notification import domain
+from services.notification import channels, domain
 from shared.config import Settings, load_settings
 from shared.db import UnitOfWork
 from shared.events import Event
@@ -45,7 +49,17 @@ def on_results_published(uow: UnitOfWork, event: Event) -> None:
     domain.notify_result(uow, event, settings().timezone)
 
 
-HANDLERS: dict[str, Handler] = {
+def _with_other_channels(handler: Handler) -> Handler:
+    def handle(uow: UnitOfWork, event: Event) -> None:
+        handler(uow, event)
+        channels.after_event(uow, event, settings())
+
+    handle.__name__ = handler.__name__
+    handle.__doc__ = handler.__doc__
+    return handle
+
+
+_MAIL_HANDLERS: dict[str, Handler] = {
     **{event_type: on_registration for event_type, _status in domain.REGISTRATION_MAILS},
     "session.changed": on_session_changed,
     "session.cancelled": on_session_cancelled,
@@ -54,3 +68,4 @@ HANDLERS: dict[str, Handler] = {
     "evaluation.assigned": on_evaluation_assigned,
     "results.published": on_results_published,
 }
+HANDLERS: dict[str, Handler] = {event_type: _with_other_channels(handler) for event_type, handler in _MAIL_HANDLERS.items()}

@@ -9,23 +9,28 @@
   and mail scanners open links, so a ``GET`` changes nothing); ``POST`` opts the address out of
   announcements — the button, or a mail program's one-click ``List-Unsubscribe=One-Click`` (RFC 8058). The
   signed token is the authority, so this POST needs no CSRF token (it is exempt in the app factory).
+- ``/notification/inbox?token=…`` — a participant, with the token of their manage link (the page is public, the
+  token is checked: a participant's, its registration not cancelled, else 403): their in-app inbox, newest
+  first, paged; ``POST /notification/inbox/<id>/read`` (the token in the form, with the CSRF token) marks one read.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from urllib.parse import urlencode
 
-from flask import Blueprint, abort, g, redirect, render_template, request
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request
+from flask_babel import gettext as _
 from marshmallow import ValidationError
 
-from services.notification import announcements, domain, rules
+from services.notification import announcements, domain, inbox, rules
 from services.notification.mail import MaildirTransport
 from services.notification.messages import plain_text_of
 from services.notification.schemas import AnnouncementCreateSchema
 from shared.http import runtime_of
 from shared.observability import current_correlation_id
-from shared.pages import page_public, page_requires
+from shared.pages import error_page, page_public, page_requires
 from shared.problems import Problem
 
 pages = Blueprint("notification_pages", __name__)
@@ -176,3 +181,56 @@ def unsubscribe(token):
     if request.form.get("List-Unsubscribe") == "One-Click":
         return "", 200
     return render_template("notification/unsubscribe.html", email=email, done=True)
+
+
+# --- the in-app inbox ---------------------------------------------------------------------------------------
+
+INBOX_PAGE_SIZE = 20
+
+
+def _inbox_registration(token: str) -> str | None:
+    """The registration whose inbox ``token`` opens, or ``None`` (not a participant's valid token, or cancelled)."""
+    try:
+        principal = current_app.extensions["labinov_verifier"].verify(token)
+        with runtime_of().reading() as uow:
+            return inbox.registration_of(uow, principal)
+    except Problem:
+        return None
+
+
+@pages.get("/inbox")
+@page_public
+def inbox_page():
+    token = request.args.get("token", "")
+    registration_id = _inbox_registration(token) if token else None
+    if registration_id is None:
+        return error_page(403, detail=_("Open your inbox with the link from your confirmation."))
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    with runtime_of().reading() as uow:
+        found = inbox.messages_of(uow, registration_id, INBOX_PAGE_SIZE + 1, (page - 1) * INBOX_PAGE_SIZE)
+        unread = inbox.unread_count(uow, registration_id)
+    return render_template(
+        "notification/inbox.html",
+        messages=found[:INBOX_PAGE_SIZE],
+        unread=unread,
+        token=token,
+        page=page,
+        newer=urlencode({"token": token, "page": page - 1}) if page > 1 else None,
+        older=urlencode({"token": token, "page": page + 1}) if len(found) > INBOX_PAGE_SIZE else None,
+    )
+
+
+@pages.post("/inbox/<message_id>/read")
+@page_public
+def inbox_read(message_id):
+    token = request.form.get("token", "")
+    registration_id = _inbox_registration(token) if token else None
+    if registration_id is None:
+        return error_page(403, detail=_("Open your inbox with the link from your confirmation."))
+    with runtime_of().unit_of_work() as uow:
+        try:
+            inbox.mark_read(uow, registration_id, message_id)
+            uow.commit()
+        except Problem:
+            abort(404)
+    return redirect(f"/notification/inbox?{urlencode({'token': token})}#m-{message_id}", 303)

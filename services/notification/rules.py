@@ -220,3 +220,218 @@ def _b64(data: bytes) -> str:
 
 def _signature(key: bytes, payload: str) -> str:
     return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:18])
+
+
+# --- SMS and WhatsApp through an HTTP gateway -----------------------------------------------------------------
+
+MAX_GATEWAY_ATTEMPTS = 8  # charged attempts (5xx, timeouts) before a message fails
+#: After the n-th charged attempt: 5 s, 15 s, 45 s ... at most half an hour.
+GATEWAY_RETRY = Backoff(base=timedelta(seconds=5), factor=3, cap=timedelta(minutes=30))
+#: The longest ``Retry-After`` the sender honours as given; a gateway asking for more gets this.
+LONGEST_RETRY_AFTER = timedelta(hours=1)
+
+
+class GatewayFailure(Enum):
+    """What a gateway's answer (or its silence) means, in the policy's terms."""
+
+    #: 5xx, a timeout or no connection: try again later, charging an attempt.
+    TEMPORARY = "temporary"
+    #: 429, or a 503 that says when to come back (``Retry-After``): wait that long, charging nothing.
+    RATE_LIMITED = "rate limited"
+    #: Any other 4xx: this message will never be accepted (a bad number, a refused sender): fail now.
+    PERMANENT = "permanent"
+
+
+def gateway_failure_of(status: int | None, retry_after: timedelta | None = None) -> GatewayFailure:
+    """Classify the gateway's HTTP ``status`` (``None``: no answer — a timeout, a refused connection)."""
+    if status is None or status >= 500 or status == 408:
+        if status == 503 and retry_after is not None:
+            return GatewayFailure.RATE_LIMITED
+        return GatewayFailure.TEMPORARY
+    if status == 429:
+        return GatewayFailure.RATE_LIMITED
+    return GatewayFailure.PERMANENT
+
+
+def retry_after_of(header: str | None, now: datetime) -> timedelta | None:
+    """A ``Retry-After`` header (seconds, or an HTTP date) as a wait from ``now`` (aware UTC); ``None`` if absent
+    or unreadable. Never negative, never more than :data:`LONGEST_RETRY_AFTER`."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        wait = timedelta(seconds=int(header))
+    else:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            wait = parsedate_to_datetime(header) - now
+        except (TypeError, ValueError):
+            return None
+    return min(max(wait, timedelta(0)), LONGEST_RETRY_AFTER)
+
+
+def after_gateway_failure(
+    failure: GatewayFailure,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    retry_after: timedelta | None = None,
+    jitter: Jitter = no_jitter,
+    source: random.Random | None = None,
+) -> RetryAt | Fail:
+    """The next step for an SMS/WhatsApp message whose send failed with ``failure``.
+
+    A permanent refusal fails at once (never retried). A gateway that asks us to slow down is obeyed: the
+    message waits ``Retry-After`` (or the backoff when it gave none), with a little jitter so that workers
+    that were told together do not come back together, and no attempt is charged — only its age bounds it.
+    A temporary failure costs an attempt and backs off (:data:`GATEWAY_RETRY`, jittered); after
+    :data:`MAX_GATEWAY_ATTEMPTS`, or once older than :data:`MAX_DELIVERY_AGE`, the message fails.
+    """
+    source = source or random.Random()
+    if failure is GatewayFailure.PERMANENT:
+        return Fail(FailReason.REFUSED, attempts + 1)
+    waited = now - created_at
+    if failure is GatewayFailure.RATE_LIMITED:
+        if waited > MAX_DELIVERY_AGE:
+            return Fail(FailReason.TOO_OLD, attempts)
+        wait = retry_after if retry_after is not None else GATEWAY_RETRY.delay(max(attempts, 1))
+        return RetryAt(now + wait + wait * 0.2 * source.random(), attempts)
+    used = attempts + 1
+    if used >= MAX_GATEWAY_ATTEMPTS:
+        return Fail(FailReason.TOO_MANY_ATTEMPTS, used)
+    if waited > MAX_DELIVERY_AGE:
+        return Fail(FailReason.TOO_OLD, used)
+    return RetryAt(now + jitter(GATEWAY_RETRY.delay(used), source), used)
+
+
+def gateway_payload(
+    fields: Mapping[str, str], *, to: str, text: str, channel: str, reference: str
+) -> dict[str, str]:
+    """The JSON body for the gateway: our four fields under the gateway's names (``LABINOV_SMS_GATEWAY_FIELDS``)."""
+    values = {"to": to, "text": text, "channel": channel, "reference": reference}
+    return {fields.get(name, name): value for name, value in values.items()}
+
+
+#: The longest short text of a transactional message: two SMS segments (GSM-7, 153 characters each).
+SHORT_TEXT_LIMIT = 306
+
+
+def short_text(subject: str, link: str | None = None, limit: int = SHORT_TEXT_LIMIT) -> str:
+    """The SMS variant of a transactional message: its subject and the link that does the rest, within
+    ``limit`` characters (the subject is cut, never the link)."""
+    tail = f" {link}" if link else ""
+    room = max(limit - len(tail), 0)
+    head = subject if len(subject) <= room else subject[: max(room - 1, 0)].rstrip() + "…"
+    return f"{head}{tail}"
+
+
+# --- per-channel rate limits: a token bucket -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A channel's bucket after a request: ``tokens`` left at ``at``; ``wait`` until the next token (0 if one was
+    taken now)."""
+
+    tokens: float
+    at: datetime
+    wait: timedelta
+
+    @property
+    def granted(self) -> bool:
+        return self.wait == timedelta(0)
+
+
+def take_token(tokens: float, refilled_at: datetime, now: datetime, rate: float, burst: int) -> BucketState:
+    """Take one token from a bucket of ``burst`` tokens that refills at ``rate`` tokens per second.
+
+    The bucket held ``tokens`` at ``refilled_at``; a clock that went back (another worker's, a little ahead)
+    refills nothing. Returns the bucket after taking one, or — when less than one is there — unchanged but for
+    the refill, with the wait until a whole token has grown."""
+    elapsed = max((now - refilled_at).total_seconds(), 0.0)
+    available = min(float(burst), tokens + elapsed * rate)
+    moment = max(now, refilled_at)
+    if available >= 1.0:
+        return BucketState(available - 1.0, moment, timedelta(0))
+    return BucketState(available, moment, timedelta(seconds=(1.0 - available) / rate))
+
+
+# --- outgoing webhooks (Standard Webhooks) -----------------------------------------------------------------------
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+#: Attempts of one webhook delivery before it fails: 5 s, 30 s, 3 min ... at most 6 h apart (about a day in all).
+MAX_WEBHOOK_ATTEMPTS = 10
+WEBHOOK_RETRY = Backoff(base=timedelta(seconds=5), factor=6, cap=timedelta(hours=6))
+#: An endpoint is switched off after this many failed attempts in a row ...
+WEBHOOK_DISABLE_AFTER_FAILURES = 10
+#: ... that went on for at least this long (a receiver down for a minute's deploy is not switched off).
+WEBHOOK_DISABLE_AFTER = timedelta(days=1)
+
+
+def new_webhook_secret(random_bytes: bytes) -> str:
+    """A Standard Webhooks key: ``whsec_`` and the base64 of at least 24 random bytes."""
+    if len(random_bytes) < 24:
+        raise ValueError("a webhook secret needs at least 24 random bytes")
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(random_bytes).decode()
+
+
+def webhook_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: ``v1,`` and the base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` under
+    the decoded secret, as the Standard Webhooks specification defines it."""
+    key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def after_webhook_failure(
+    *, attempts: int, now: datetime, jitter: Jitter = no_jitter, source: random.Random | None = None
+) -> RetryAt | Fail:
+    """A webhook delivery whose attempt failed (any answer but 2xx, or none): retry with backoff and jitter, or
+    fail after :data:`MAX_WEBHOOK_ATTEMPTS`."""
+    used = attempts + 1
+    if used >= MAX_WEBHOOK_ATTEMPTS:
+        return Fail(FailReason.TOO_MANY_ATTEMPTS, used)
+    return RetryAt(now + jitter(WEBHOOK_RETRY.delay(used), source or random.Random()), used)
+
+
+def webhook_disable_reason(
+    *, consecutive_failures: int, failing_since: datetime | None, now: datetime, gone: bool = False
+) -> str | None:
+    """Why an endpoint is switched off now, or ``None`` to keep it: 410 Gone at once (the receiver says it is
+    gone for good); else :data:`WEBHOOK_DISABLE_AFTER_FAILURES` failures in a row over at least
+    :data:`WEBHOOK_DISABLE_AFTER`."""
+    if gone:
+        return "the receiver answered 410 Gone"
+    if (
+        consecutive_failures >= WEBHOOK_DISABLE_AFTER_FAILURES
+        and failing_since is not None
+        and now - failing_since >= WEBHOOK_DISABLE_AFTER
+    ):
+        hours = int((now - failing_since).total_seconds() // 3600)
+        return f"{consecutive_failures} failed attempts in a row over {hours} hours"
+    return None
+
+
+def refused_address(address: str, allow_local: bool = False) -> str | None:
+    """Why a webhook may not go to IP ``address``, or ``None``: only addresses on the public internet, unless
+    ``allow_local`` (development and tests). An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged
+    as the IPv4 address it is."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if allow_local:
+        return None
+    if ip.is_loopback:
+        return f"{ip} is a loopback address"
+    if ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_unspecified or ip.is_multicast:
+        return f"{ip} is a private, link-local or reserved address"
+    if not ip.is_global:
+        return f"{ip} is not on the public internet"
+    return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from services.notification.announcements import AUDIENCE_STATUSES, CHANNELS
-from services.notification.tables import DELIVERY_STATES
+from services.notification.gateway import CALLBACK_STATUSES
+from services.notification.tables import DELIVERY_STATES, GATEWAY_STATES, WEBHOOK_DELIVERY_STATES
+from services.notification.webhooks import EVENT_TYPES
 from shared.http import PageQuerySchema, RequestSchema
 
 
@@ -101,3 +103,98 @@ class AnnouncementSchema(Schema):
 
 class RetriedSchema(Schema):
     retried = fields.Int()
+
+
+# --- the gateway's status callback ---------------------------------------------------------------------------
+
+
+class GatewayStatusSchema(RequestSchema):
+    """What the SMS/WhatsApp gateway reports about one message; fields it adds of its own are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reference = fields.Str(
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "the `reference` we sent with the message (its delivery id)"},
+    )
+    status = fields.Str(required=True, validate=validate.OneOf(list(CALLBACK_STATUSES)))
+    error = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class GatewayDeliverySchema(Schema):
+    id = fields.Str()
+    channel = fields.Str()
+    status = fields.Str(metadata={"enum": list(GATEWAY_STATES)})
+    attempts = fields.Int()
+    last_error = fields.Str(allow_none=True)
+    sent_at = fields.AwareDateTime(allow_none=True)
+    delivered_at = fields.AwareDateTime(allow_none=True)
+
+
+# --- the in-app inbox ----------------------------------------------------------------------------------------
+
+
+class InboxMessageSchema(Schema):
+    id = fields.Str()
+    template = fields.Str(metadata={"description": "what kind of message: registration_confirmed, announcement, ..."})
+    subject = fields.Str()
+    body = fields.Str(metadata={"description": "the plain text"})
+    created_at = fields.AwareDateTime()
+    read_at = fields.AwareDateTime(allow_none=True)
+
+
+# --- outgoing webhooks ---------------------------------------------------------------------------------------
+
+
+class WebhookCreateSchema(RequestSchema):
+    url = fields.Url(
+        required=True,
+        schemes={"https", "http"},
+        require_tld=False,
+        validate=validate.Length(max=2000),
+        metadata={"description": "https:// on the public internet (http:// and local only with LABINOV_WEBHOOK_ALLOW_LOCAL)"},
+    )
+    event_types = fields.List(
+        fields.Str(validate=validate.OneOf(EVENT_TYPES)),
+        required=True,
+        validate=validate.Length(min=1, max=len(EVENT_TYPES)),
+        metadata={"description": f"any of: {', '.join(EVENT_TYPES)}"},
+    )
+
+
+class WebhookSchema(Schema):
+    id = fields.Str()
+    url = fields.Str()
+    event_types = fields.List(fields.Str())
+    active = fields.Bool(metadata={"description": "false once switched off after repeated failure (see the reason)"})
+    consecutive_failures = fields.Int()
+    disabled_at = fields.AwareDateTime(allow_none=True)
+    disabled_reason = fields.Str(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.Str(
+        metadata={"description": "the Standard Webhooks signing key (whsec_...): shown only now, keep it"}
+    )
+
+
+class WebhookAttemptSchema(Schema):
+    at = fields.AwareDateTime()
+    outcome = fields.Str(metadata={"description": "sent, retry, failed or cancelled"})
+    error = fields.Str(allow_none=True, metadata={"description": "the HTTP status or the error"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.Str(metadata={"description": "the webhook-id header, the same on every attempt"})
+    event_id = fields.Str()
+    event_type = fields.Str()
+    status = fields.Str(metadata={"enum": list(WEBHOOK_DELIVERY_STATES)})
+    attempts = fields.Int()
+    last_error = fields.Str(allow_none=True)
+    next_attempt_at = fields.AwareDateTime(allow_none=True)
+    created_at = fields.AwareDateTime()
+    sent_at = fields.AwareDateTime(allow_none=True)
+    tries = fields.List(fields.Nested(WebhookAttemptSchema), metadata={"description": "every attempt, oldest first"})

@@ -168,3 +168,131 @@ class FloodCounter(Base):
     email: Mapped[str] = mapped_column(String(254))
     hour: Mapped[datetime] = mapped_column(DateTime, comment="the hour's start, naive UTC")
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- the other channels: SMS and WhatsApp through a gateway, the in-app inbox, outgoing webhooks ------------
+
+#: States of an SMS or WhatsApp message. As a delivery's, plus ``delivered``: the gateway's status callback
+#: said the phone has it (``sent`` only says the gateway accepted it).
+GATEWAY_STATES = ("queued", "sending", "sent", "delivered", "failed", "cancelled")
+GATEWAY_CHANNELS = ("sms", "whatsapp")
+
+
+class GatewayDelivery(Base):
+    """One SMS or WhatsApp message to one recipient: the gateway work queue (``services/notification/gateway.py``).
+
+    Its own table rather than rows of ``deliveries``, so that the mail sender never claims one; the same
+    rule holds: one row per ``(caused_by, recipient, channel)`` — the recipient is the person's e-mail
+    address, their identity in this service (opt-outs are kept by it), and ``phone`` where it goes. Attempts
+    are kept in ``delivery_attempts`` like a mail's."""
+
+    __tablename__ = "gateway_deliveries"
+    __table_args__ = (
+        UniqueConstraint("caused_by", "recipient", "channel", name="uq_gateway_delivery_cause"),
+        Index("ix_gateway_deliveries_announcement_status", "announcement_id", "status"),
+        Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(254), index=True)
+    phone: Mapped[str] = mapped_column(String(20), comment="E.164")
+    template: Mapped[str] = mapped_column(String(80))
+    text: Mapped[str] = mapped_column(Text)
+    caused_by: Mapped[str] = mapped_column(String(64))
+    announcement_id: Mapped[str | None] = mapped_column(String(36))
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, comment="naive UTC")
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    gateway_id: Mapped[str | None] = mapped_column(String(200), comment="the gateway's own id, if it gave one")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChannelRateBucket(Base):
+    """The token bucket of one gateway channel, shared by every worker process (``channel_limits.py``)."""
+
+    __tablename__ = "channel_rate_buckets"
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tokens: Mapped[float] = mapped_column()
+    refilled_at: Mapped[datetime] = mapped_column(DateTime, comment="naive UTC")
+
+
+class InboxMessage(Base):
+    """A message in a participant's in-app inbox: a copy of what their registration was told, by any channel.
+
+    Keyed by registration, never by address: anyone may register with anyone's address, so an inbox shows only
+    what was caused for the registration whose token opens it (its own events, its session's changes, the
+    announcements its audience got). One per ``(caused_by, registration_id)``."""
+
+    __tablename__ = "inbox_messages"
+    __table_args__ = (
+        UniqueConstraint("caused_by", "registration_id", name="uq_inbox_message_cause"),
+        Index("ix_inbox_messages_registration_created", "registration_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    registration_id: Mapped[str] = mapped_column(String(64))
+    caused_by: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(80))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Webhook(Base):
+    """An organiser's endpoint for chosen event types, signed per Standard Webhooks (``webhooks.py``).
+
+    ``secret`` is the ``whsec_…`` key, kept to sign (shown once, at creation). ``consecutive_failures`` and
+    ``failing_since`` count the failed attempts since the last success; past the rule's bound the endpoint is
+    switched off (``active`` false, with ``disabled_reason``)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[str] = mapped_column(Text, comment="JSON list")
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+#: States of a webhook delivery: as a mail's, without ``held`` or ``bounced``.
+WEBHOOK_DELIVERY_STATES = ("queued", "sending", "sent", "failed", "cancelled")
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the webhooks work queue. Its id is the ``webhook-id`` header, the same on
+    every retry, so a receiver recognises a repeat. One per ``(event_id, webhook_id)``; attempts are kept in
+    ``delivery_attempts``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "webhook_id", name="uq_webhook_delivery_event"),
+        Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(36))
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(80))
+    payload: Mapped[str] = mapped_column(Text, comment="the JSON body, exactly as signed")
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, comment="naive UTC")
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
