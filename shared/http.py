@@ -119,16 +119,29 @@ def client_address() -> str:
 
 
 def _flatten_errors(messages: Any) -> dict[str, Any]:
-    """webargs nests errors by location (``{"json": {"nip": [...]}}``); clients want them by field."""
+    """webargs nests errors by location (``{"json": {"nip": [...]}}``); clients want them by field, each a list
+    of sentences — a nested schema's under a dotted name (``members.name``), a list item's under its list's."""
     if not isinstance(messages, dict):
         return {"_schema": messages}
     flat: dict[str, Any] = {}
     for location, by_field in messages.items():
         if isinstance(by_field, dict):
-            flat.update(by_field)
+            for field, errors in by_field.items():
+                _flatten_into(flat, str(field), errors)
         else:
             flat[location] = by_field
     return flat
+
+
+def _flatten_into(flat: dict[str, Any], path: str, errors: Any) -> None:
+    if not isinstance(errors, dict):
+        flat.setdefault(path, []).extend(errors if isinstance(errors, list) else [str(errors)])
+        return
+    for key, inner in errors.items():
+        # a list item's errors, and a nested schema's own (``_schema``, or named after the field itself),
+        # belong to the field
+        belongs = isinstance(key, int) or str(key) in ("_schema", path.rsplit(".", 1)[-1])
+        _flatten_into(flat, path if belongs else f"{path}.{key}", inner)
 
 
 class ProblemSchema(Schema):

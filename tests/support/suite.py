@@ -140,16 +140,16 @@ class Suite:
         return response.json()
 
     def wait_for_mail_to_settle(self, count: int, timeout: float = 60) -> list[dict]:
-        """Wait until ``count`` deliveries exist and none is pending: after that no further mail can be sent."""
+        """Wait until ``count`` deliveries exist and none is queued or being sent: after that no further mail can go."""
         return wait_until(
             lambda: (
                 (found := self.deliveries())
                 and len(found) >= count
-                and all(d["status"] != "pending" for d in found)
+                and all(d["status"] not in ("queued", "sending") for d in found)
                 and found
             ),
             timeout=timeout,
-            what=f"{count} deliveries, none pending",
+            what=f"{count} deliveries, none queued or sending",
         )
 
     def metric(self, service: str, name: str, **labels: str) -> float:

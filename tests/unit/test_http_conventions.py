@@ -214,3 +214,23 @@ def test_without_trusted_gateways_the_socket_address_is_the_client_address(runti
 
     app.test_client().get("/evaluation/test-only/address", headers={"X-Forwarded-For": "203.0.113.66"})
     assert seen["address"] == "127.0.0.1"
+
+
+def test_a_nested_schema_s_errors_are_listed_under_dotted_field_names():
+    from shared.http import _flatten_errors
+
+    nested = {
+        "json": {
+            "audience": {"audience": ["Give exactly one of session_id, programme_id, opd or emails."]},
+            "members": {0: {"name": ["Missing data for required field."]}},
+            "answers": {"_schema": ["Unknown question."], "size": ["Not one of the choices."]},
+            "nip": ["NIP must be exactly 18 digits 0-9."],
+        }
+    }
+    assert _flatten_errors(nested) == {
+        "audience": ["Give exactly one of session_id, programme_id, opd or emails."],
+        "members.name": ["Missing data for required field."],
+        "answers": ["Unknown question."],
+        "answers.size": ["Not one of the choices."],
+        "nip": ["NIP must be exactly 18 digits 0-9."],
+    }
