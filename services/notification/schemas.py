@@ -149,12 +149,13 @@ class InboxMessageSchema(Schema):
 
 
 class WebhookCreateSchema(RequestSchema):
-    url = fields.Url(
+    url = fields.Str(
         required=True,
-        schemes={"https", "http"},
-        require_tld=False,
-        validate=validate.Length(max=2000),
-        metadata={"description": "https:// on the public internet (http:// and local only with LABINOV_WEBHOOK_ALLOW_LOCAL)"},
+        validate=validate.Length(min=1, max=2000),
+        metadata={
+            "description": "https:// on the public internet (http:// and local addresses only with "
+            "LABINOV_WEBHOOK_ALLOW_LOCAL); checked when made and before every attempt"
+        },
     )
     event_types = fields.List(
         fields.Str(validate=validate.OneOf(EVENT_TYPES)),
