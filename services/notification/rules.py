@@ -24,8 +24,14 @@ The policy:
   announcement's thousand mails refused together by a busy server must not come back in lockstep.
 
 The same module holds the service's other decisions: the hourly cap on mail from public causes
-(:func:`within_hourly_cap`) and the fixed placeholders organisers may write in an announcement
-(:func:`unknown_placeholders`, :func:`fill_placeholders`).
+(:func:`within_hourly_cap`), the fixed placeholders organisers may write in an announcement
+(:func:`unknown_placeholders`, :func:`fill_placeholders`), and those of the other channels — what an SMS/WhatsApp
+gateway's answer means (:func:`gateway_failure_of`, :func:`after_gateway_failure`: 429 and ``Retry-After``
+obeyed without charging an attempt, 5xx and timeouts retried with jittered backoff, any other 4xx failed at
+once), the token bucket of a channel's rate (:func:`take_token`), Standard Webhooks keys and signatures
+(:func:`new_webhook_secret`, :func:`webhook_signature`), a webhook's retries and when its endpoint is switched
+off (:func:`after_webhook_failure`, :func:`webhook_disable_reason`), and which addresses a webhook may reach
+(:func:`refused_address`).
 """
 
 from __future__ import annotations
