@@ -225,7 +225,9 @@ def _per_second(env: dict[str, str], name: str, default: str) -> tuple[float, in
     try:
         item = parse(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a rate: write an amount per period, such as {default!r}") from None
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a rate: write an amount per period, such as {default!r}"
+        ) from None
     if item.amount < 1:
         raise ConfigurationError(f"{name}={raw!r} allows nothing at all")
     return item.amount / item.get_expiry(), item.amount
@@ -369,8 +371,6 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
             ("sms", *_per_second(env, "LABINOV_SMS_RATE", "5/second")),
             ("whatsapp", *_per_second(env, "LABINOV_WHATSAPP_RATE", "10/second")),
         ),
-        sms_messages=tuple(
-            kind.strip() for kind in (env.get("LABINOV_SMS_MESSAGES") or "").split(",") if kind.strip()
-        ),
+        sms_messages=tuple(kind.strip() for kind in (env.get("LABINOV_SMS_MESSAGES") or "").split(",") if kind.strip()),
         webhook_allow_local=_flag(env, "LABINOV_WEBHOOK_ALLOW_LOCAL"),
     )

@@ -68,4 +68,6 @@ _MAIL_HANDLERS: dict[str, Handler] = {
     "evaluation.assigned": on_evaluation_assigned,
     "results.published": on_results_published,
 }
-HANDLERS: dict[str, Handler] = {event_type: _with_other_channels(handler) for event_type, handler in _MAIL_HANDLERS.items()}
+HANDLERS: dict[str, Handler] = {
+    event_type: _with_other_channels(handler) for event_type, handler in _MAIL_HANDLERS.items()
+}

@@ -312,9 +312,7 @@ def after_gateway_failure(
     return RetryAt(now + jitter(GATEWAY_RETRY.delay(used), source), used)
 
 
-def gateway_payload(
-    fields: Mapping[str, str], *, to: str, text: str, channel: str, reference: str
-) -> dict[str, str]:
+def gateway_payload(fields: Mapping[str, str], *, to: str, text: str, channel: str, reference: str) -> dict[str, str]:
     """The JSON body for the gateway: our four fields under the gateway's names (``LABINOV_SMS_GATEWAY_FIELDS``)."""
     values = {"to": to, "text": text, "channel": channel, "reference": reference}
     return {fields.get(name, name): value for name, value in values.items()}

@@ -90,9 +90,7 @@ def resolve(url: str, allow_local: bool) -> tuple[str, list[str]]:
     allowed_schemes = ("https", "http") if allow_local else ("https",)
     if parts.scheme not in allowed_schemes:
         raise RefusedUrl(
-            "Only https:// URLs are accepted."
-            if not allow_local
-            else "Only http:// and https:// URLs are accepted."
+            "Only https:// URLs are accepted." if not allow_local else "Only http:// and https:// URLs are accepted."
         )
     host = parts.hostname
     if not host:
@@ -296,7 +294,9 @@ def post_signed(url: str, secret: str, message_id: str, payload: str, allow_loca
         return None, f"refused: {refusal}"
     parts = urlsplit(url)
     address = addresses[0]
-    literal = f"[{address}]" if isinstance(ipaddress.ip_address(address.split("%")[0]), ipaddress.IPv6Address) else address
+    literal = (
+        f"[{address}]" if isinstance(ipaddress.ip_address(address.split("%")[0]), ipaddress.IPv6Address) else address
+    )
     netloc = literal + (f":{parts.port}" if parts.port else "")
     pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     body = payload.encode()
@@ -394,7 +394,9 @@ def _failed(runtime: ServiceRuntime, queue: WorkQueue, token: str, row, error: s
             log.warning("webhook %s switched off: %s", row.webhook_id, reason)
         match decision:
             case RetryAt(at=at, attempts=attempts) if not reason:
-                if queue.postpone(token, row.id, at, on=uow.session, status="queued", attempts=attempts, last_error=error):
+                if queue.postpone(
+                    token, row.id, at, on=uow.session, status="queued", attempts=attempts, last_error=error
+                ):
                     record_attempt(uow, row.id, "retry", error)
             case RetryAt(attempts=attempts) | Fail(attempts=attempts):
                 final = error if not reason else f"{error}; webhook switched off: {reason}"
