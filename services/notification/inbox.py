@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 
 from services.notification.tables import Delivery, InboxMessage, RegistrationView
+from shared.clock import UTCDateTime
 from shared.db import UnitOfWork, insert_or_update, new_id
 from shared.errors import DomainError, NotFound
 from shared.events import Event
@@ -65,27 +66,48 @@ def _row(registration_id: str, caused_by: str, template: str, subject: str, body
 
 def copy_event_messages(uow: UnitOfWork, event: Event) -> int:
     """Copy the messages ``event`` caused (just written by its handler, in this transaction) into the inboxes of
-    the registrations they concern: the event's own ``registration_id``, or a session's registrants."""
+    the registrations they concern: the event's own ``registration_id`` (one ``INSERT … SELECT`` from its mail:
+    the registration events are the hot path), or a session's registrants."""
+    data = event.data
     d = Delivery.__table__.c
+    if data.get("registration_id"):
+        mail = (
+            select(
+                literal(new_id()),
+                literal(data["registration_id"]),
+                d.caused_by,
+                d.template,
+                func.substr(d.subject, 1, 300),
+                d.body,
+                literal(datetime.now(UTC), UTCDateTime()),
+            )
+            .where(d.caused_by == event.id, d.channel == "email")
+            .limit(1)
+        )
+        columns = ["id", "registration_id", "caused_by", "template", "subject", "body", "created_at"]
+        statement = insert_or_update(uow.session, inbox_messages).from_select(columns, mail)
+        done = uow.session.execute(statement.on_conflict_do_nothing(index_elements=["caused_by", "registration_id"]))
+        return done.rowcount or 0
+    if not (event.type.startswith("session.") and data.get("session_id")):
+        return 0
     mails = uow.session.execute(
         select(d.recipient, d.template, d.subject, d.body).where(d.caused_by == event.id, d.channel == "email")
     ).all()
     if not mails:
         return 0
-    data = event.data
-    targets: list[tuple[str, Any]] = []
-    if data.get("registration_id"):
-        targets = [(data["registration_id"], mail) for mail in mails[:1]]
-    elif event.type.startswith("session.") and data.get("session_id"):
-        by_email = {mail.recipient: mail for mail in mails}
-        registrants = uow.session.execute(
-            select(RegistrationView.registration_id, RegistrationView.email).where(
-                RegistrationView.session_id == data["session_id"],
-                RegistrationView.status.in_(SESSION_AUDIENCE),
-            )
-        ).all()
-        targets = [(r.registration_id, by_email[r.email]) for r in registrants if r.email in by_email]
-    return _write(uow, [_row(rid, event.id, mail.template, mail.subject, mail.body) for rid, mail in targets])
+    by_email = {mail.recipient: mail for mail in mails}
+    registrants = uow.session.execute(
+        select(RegistrationView.registration_id, RegistrationView.email).where(
+            RegistrationView.session_id == data["session_id"],
+            RegistrationView.status.in_(SESSION_AUDIENCE),
+        )
+    ).all()
+    rows = [
+        _row(r.registration_id, event.id, by_email[r.email].template, by_email[r.email].subject, by_email[r.email].body)
+        for r in registrants
+        if r.email in by_email
+    ]
+    return _write(uow, rows)
 
 
 def copy_announcement(
