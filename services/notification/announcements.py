@@ -297,6 +297,9 @@ def expand_due(runtime: ServiceRuntime, batch_size: int = FAN_OUT_BATCH) -> int:
                 break
             with runtime.unit_of_work() as uow:
                 part = members[start : start + batch_size]
+                # the batch's sessions in one query, and held: the identity map keeps only weak references, so
+                # without this every member's placeholder_values asks PostgreSQL for its session once more
+                held_sessions = _sessions_of(uow, part)
                 if by_mail:
                     batch = [message_for(uow, announcement, m, runtime) for m in part if m.email not in refusing]
                     written += domain.queue_messages(
@@ -309,6 +312,7 @@ def expand_due(runtime: ServiceRuntime, batch_size: int = FAN_OUT_BATCH) -> int:
                 written += gateway.queue_announcement(uow, runtime, announcement, part, values_of)
                 inbox.copy_announcement(uow, announcement, part, values_of, rules.fill_placeholders)
                 uow.commit()
+                del held_sessions
         else:
             with runtime.unit_of_work() as uow:
                 queue.finish(
@@ -322,6 +326,12 @@ def expand_due(runtime: ServiceRuntime, batch_size: int = FAN_OUT_BATCH) -> int:
                 uow.commit()
             log.info("announcement %s: %d deliveries written, %d opted out", row.id, written, len(refusing))
     return len(rows)
+
+
+def _sessions_of(uow: UnitOfWork, members: list[AudienceMember]) -> list[SessionView]:
+    """The sessions of ``members`` (placeholders such as ``{session_title}``), in one query."""
+    ids = sorted({m.session_id for m in members if m.session_id})
+    return list(uow.session.scalars(select(SessionView).where(SessionView.session_id.in_(ids)))) if ids else []
 
 
 def fan_out_loop(runtime: ServiceRuntime, stop: threading.Event, poll_interval: float = 1.0) -> None:

@@ -18,22 +18,31 @@ Sending is split in two so that no mail is lost or doubled:
   that. Every try is kept in ``delivery_attempts``, written in the transaction that records its outcome;
   each final outcome is recorded with its ``notification.delivered`` or ``notification.failed`` event
   (under the delivery's correlation id) in one transaction.
-  The one unavoidable window — the server accepted a mail but the outcome was not committed (the process
-  died, the database failed) — leaves the row ``sending`` with a lease; once the lease runs out it is
-  claimed and sent again, with the same ``Message-ID`` (SMTP gives no way to ask whether a mail was
-  accepted, so the copy cannot be avoided, only recognised by mail clients).
+  The mails of one claimed batch (at most :data:`SEND_BATCH`) that the server accepted are recorded together,
+  after they went: one transaction for the batch (before any failure in it is recorded, and at its end),
+  not one per mail — at a thousand mails a second the per-mail commit was the sender's own limit.
+* **The widened window.** The one unavoidable window — the server accepted a mail but the outcome was not
+  committed (the process died, the database failed) — leaves the row ``sending`` with a lease; once the
+  lease runs out it is claimed and sent again, with the same ``Message-ID`` (SMTP gives no way to ask whether
+  a mail was accepted, so the copy cannot be avoided, only recognised by mail clients). Recording a batch's
+  outcomes together widens it from one mail to the mails of one batch accepted before the crash: a crash
+  re-sends at most :data:`SEND_BATCH` mails, each with its own ``Message-ID`` again. The guarantees that
+  matter are unchanged: every outcome is committed with its attempt and its event, and a delivery that
+  another worker took over mid-batch is never sent by both (the lease is renewed per mail).
 
 **The hourly cap.** Registrations are public: anyone can type anyone's address. Mail caused by them is
 counted per address and clock hour in ``flood_counters`` by one atomic insert-or-increment (two workers
 cannot both take the last place); past ``LABINOV_MAIL_HOURLY_CAP`` the delivery is written ``held``
 instead of ``queued``: never sent, listed for organisers.
 
-The domain operations that take a ``uow`` add to it and never commit; :func:`send_due_mail` needs one
-transaction per outcome, so it takes the runtime and commits each itself (the rule in ``UnitOfWork``).
+The domain operations that take a ``uow`` add to it and never commit; :func:`send_due_mail` needs
+transactions of its own (per lease renewal, per batch of outcomes, per failure), so it takes the runtime and
+commits each itself (the rule in ``UnitOfWork``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -43,7 +52,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
 from services.notification import messages, rules
@@ -64,6 +74,7 @@ from shared.backoff import equal_jitter
 from shared.clock import utcnow
 from shared.db import UnitOfWork, insert_or_update, new_id, upsert
 from shared.events import Event
+from shared.messaging import wakeup
 from shared.messaging.wakeup import DELIVERIES
 from shared.observability import new_correlation_id, reset_correlation_id, set_correlation_id
 from shared.runtime import ServiceRuntime
@@ -97,21 +108,20 @@ LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 def remember_recipient(uow: UnitOfWork, data: dict[str, Any]) -> str:
     """Create or refresh the recipient an event describes, in one statement (two workers handling events
     about one person never collide; the event handled last wins). Returns the recipient's address."""
-    email = data["email"].lower()
-    upsert(
-        uow.session,
-        Recipient.__table__,
-        {
-            "email": email,
-            "name": data["name"],
-            "phone": data.get("phone"),
-            "opd": data.get("opd"),
-            "language": messages.language_of(data.get("language")),
-            "updated_at": datetime.now(UTC),
-        },
-        key=("email",),
-    )
-    return email
+    values = _recipient_values(data)
+    upsert(uow.session, Recipient.__table__, values, key=("email",))
+    return values["email"]
+
+
+def _recipient_values(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "email": data["email"].lower(),
+        "name": data["name"],
+        "phone": data.get("phone"),
+        "opd": data.get("opd"),
+        "language": messages.language_of(data.get("language")),
+        "updated_at": datetime.now(UTC),
+    }
 
 
 def _newer_wins(session: Session, table, values: dict[str, Any], key: str, keep: tuple[str, ...] = ()) -> None:
@@ -129,35 +139,41 @@ def _newer_wins(session: Session, table, values: dict[str, Any], key: str, keep:
 
 def remember_registration(uow: UnitOfWork, event: Event) -> None:
     """Keep who is registered for which session, in which state: the audience of session mail."""
+    _newer_wins(uow.session, RegistrationView.__table__, _registration_values(event), key="registration_id")
+    session_values = _session_values_of_registration(event)
+    if session_values["ends_at"] is None:  # an event without the end keeps the end already known
+        del session_values["ends_at"]
+    _newer_wins(uow.session, SessionView.__table__, session_values, key="session_id")
+
+
+def _registration_values(event: Event) -> dict[str, Any]:
     data = event.data
-    _newer_wins(
-        uow.session,
-        RegistrationView.__table__,
-        {
-            "registration_id": data["registration_id"],
-            "session_id": data["session_id"],
-            "programme_id": data.get("programme_id"),
-            "email": data["email"].lower(),
-            "name": data["name"],
-            "opd": data.get("opd"),
-            "language": messages.language_of(data.get("language")),
-            "status": data["status"],
-            "event_time": event.time,
-        },
-        key="registration_id",
-    )
-    session_values = {
+    return {
+        "registration_id": data["registration_id"],
+        "session_id": data["session_id"],
+        "programme_id": data.get("programme_id"),
+        "email": data["email"].lower(),
+        "name": data["name"],
+        "opd": data.get("opd"),
+        "language": messages.language_of(data.get("language")),
+        "status": data["status"],
+        "event_time": event.time,
+    }
+
+
+def _session_values_of_registration(event: Event) -> dict[str, Any]:
+    """The session as a registration event describes it (``ends_at`` None when the event does not say)."""
+    data = event.data
+    return {
         "session_id": data["session_id"],
         "programme_id": data.get("programme_id"),
         "title": data["session_title"],
         "starts_at": data["session_starts_at"],
+        "ends_at": data.get("session_ends_at") or None,
         "location": data["session_location"],
         "state": "published",
         "event_time": event.time,
     }
-    if data.get("session_ends_at"):
-        session_values["ends_at"] = data["session_ends_at"]
-    _newer_wins(uow.session, SessionView.__table__, session_values, key="session_id")
 
 
 def remember_session(uow: UnitOfWork, event: Event) -> None:
@@ -237,39 +253,54 @@ def queue_messages(
     now, due = datetime.now(UTC), utcnow()
     rows = []
     for message in batch:
-        rendered = render(message.kind, message.language, message.context)
-        status = "queued"
-        if public_cause and hourly_cap is not None and not _within_hourly_cap(uow, message.recipient, hourly_cap):
-            status = "held"
+        held = public_cause and hourly_cap is not None and not _within_hourly_cap(uow, message.recipient, hourly_cap)
         rows.append(
-            {
-                "id": new_id(),
-                "channel": "email",
-                "recipient": message.recipient,
-                "recipient_name": message.name,
-                "language": rendered.language,
-                "template": message.kind,
-                "subject": rendered.subject,
-                "body": rendered.text,
-                "html_body": rendered.html,
-                "ics": message.ics,
-                "ticket_code": message.ticket_code,
-                "caused_by": caused_by,
-                "announcement_id": announcement_id,
-                "public_cause": public_cause,
-                "correlation_id": correlation_id,
-                "status": status,
-                "attempts": 0,
-                "next_attempt_at": due,
-                "last_error": "held back: over the hourly cap for this address" if status == "held" else None,
-                "created_at": now,
-            }
+            _delivery_row(message, caused_by, correlation_id, now, due, public_cause, announcement_id, held=held)
         )
     statement = insert_or_update(uow.session, deliveries).on_conflict_do_nothing(
         index_elements=["caused_by", "recipient", "channel"]
     )
     uow.notify_after_commit(DELIVERIES)  # the mail senders start on these as soon as the transaction commits
     return uow.session.execute(statement, rows).rowcount or 0
+
+
+HELD_ERROR = "held back: over the hourly cap for this address"
+
+
+def _delivery_row(
+    message: Message,
+    caused_by: str,
+    correlation_id: str | None,
+    now: datetime,
+    due: datetime,
+    public_cause: bool,
+    announcement_id: str | None,
+    held: bool = False,
+) -> dict[str, Any]:
+    """The ``deliveries`` row of one message, rendered (queued, or held by the hourly cap)."""
+    rendered = render(message.kind, message.language, message.context)
+    return {
+        "id": new_id(),
+        "channel": "email",
+        "recipient": message.recipient,
+        "recipient_name": message.name,
+        "language": rendered.language,
+        "template": message.kind,
+        "subject": rendered.subject,
+        "body": rendered.text,
+        "html_body": rendered.html,
+        "ics": message.ics,
+        "ticket_code": message.ticket_code,
+        "caused_by": caused_by,
+        "announcement_id": announcement_id,
+        "public_cause": public_cause,
+        "correlation_id": correlation_id,
+        "status": "held" if held else "queued",
+        "attempts": 0,
+        "next_attempt_at": due,
+        "last_error": HELD_ERROR if held else None,
+        "created_at": now,
+    }
 
 
 def _within_hourly_cap(uow: UnitOfWork, email: str, cap: int) -> bool:
@@ -291,8 +322,7 @@ def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo, hourly_
     ticket as a QR code and the session's calendar entry when the event brings what they need."""
     data = event.data
     kind = REGISTRATION_MAILS[event.type, data["status"]]
-    recipient = remember_recipient(uow, data)
-    remember_registration(uow, event)
+    recipient = data["email"].lower()
     seated = data["status"] == "confirmed"
     context = {
         "name": data["name"],
@@ -317,7 +347,102 @@ def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo, hourly_
             manage_url=data.get("manage_url"),
         )
     message = Message(kind, recipient, data["name"], data.get("language"), context, ics, context["ticket_code"])
+    if uow.session.get_bind().dialect.name == "postgresql":
+        return _write_registration_mail(uow, event, message, hourly_cap)
+    remember_recipient(uow, data)
+    remember_registration(uow, event)
     return queue_messages(uow, event.id, event.correlationid, [message], public_cause=True, hourly_cap=hourly_cap)
+
+
+# --- a registration event in one statement (PostgreSQL) -------------------------------------------------------
+#
+# The consumer's hot path: a registration event updates three projections, counts the hourly cap, writes
+# the delivery and rings the mail senders. Statement by statement that is six round trips while the
+# consumer thread waits; on PostgreSQL they are one statement: the projections' upserts and the cap's
+# counter are data-modifying CTEs of the delivery's INSERT, whose RETURNING rings the senders (pg_notify,
+# sent at commit) and reads the counter back. The parts touch different tables and none reads another's
+# effect except the delivery reading the counter's RETURNING — the one way PostgreSQL lets a statement see
+# a CTE's write. What the rule says about the count (rules.within_hourly_cap) is still decided here, in
+# Python: over the cap, the new delivery is turned ``held`` by one more UPDATE before the commit, so no
+# sender ever sees it queued. SQLite (in-process: a statement costs microseconds) keeps the plain path.
+
+_RECIPIENT_COLUMNS = tuple(_recipient_values({"email": "", "name": ""}))
+_REGISTRATION_COLUMNS = (
+    "registration_id", "session_id", "programme_id", "email", "name", "opd", "language", "status", "event_time",
+)  # fmt: skip
+_SESSION_COLUMNS = ("session_id", "programme_id", "title", "starts_at", "ends_at", "location", "state", "event_time")
+_DELIVERY_COLUMNS = (
+    "id", "channel", "recipient", "recipient_name", "language", "template", "subject", "body", "html_body", "ics",
+    "ticket_code", "caused_by", "announcement_id", "public_cause", "correlation_id", "status", "attempts",
+    "next_attempt_at", "last_error", "created_at",
+)  # fmt: skip
+
+
+def _bound(table, prefix: str, columns: Sequence[str]) -> dict[str, Any]:
+    """Named bind parameters for ``columns``, typed as the columns (the templates are compiled once)."""
+    return {name: bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in columns}
+
+
+@functools.cache
+def _registration_mail_statement(channel: str, capped: bool):
+    """The one statement of :func:`_write_registration_mail`, made once per channel and cap setting."""
+    recipients, registrations, sessions = Recipient.__table__, RegistrationView.__table__, SessionView.__table__
+    recipient = postgresql_insert(recipients).values(_bound(recipients, "r_", _RECIPIENT_COLUMNS))
+    recipient = recipient.on_conflict_do_update(
+        index_elements=["email"], set_={name: recipient.excluded[name] for name in _RECIPIENT_COLUMNS[1:]}
+    )
+    registration = postgresql_insert(registrations).values(_bound(registrations, "v_", _REGISTRATION_COLUMNS))
+    registration = registration.on_conflict_do_update(
+        index_elements=["registration_id"],
+        set_={name: registration.excluded[name] for name in _REGISTRATION_COLUMNS[1:]},
+        where=registrations.c.event_time <= registration.excluded.event_time,
+    )
+    session = postgresql_insert(sessions).values(_bound(sessions, "s_", _SESSION_COLUMNS))
+    session_changes: dict[str, Any] = {name: session.excluded[name] for name in _SESSION_COLUMNS[1:]}
+    session_changes["ends_at"] = func.coalesce(session.excluded.ends_at, sessions.c.ends_at)
+    session = session.on_conflict_do_update(
+        index_elements=["session_id"],
+        set_=session_changes,
+        where=sessions.c.event_time <= session.excluded.event_time,
+    )
+    delivery = postgresql_insert(deliveries).values(_bound(deliveries, "d_", _DELIVERY_COLUMNS))
+    delivery = delivery.on_conflict_do_nothing(index_elements=["caused_by", "recipient", "channel"])
+    returned: list[Any] = [literal_column(wakeup.notify_statement(channel)).label("rung")]
+    parts = [recipient.cte("recipient_kept"), registration.cte("registration_kept"), session.cte("session_kept")]
+    if capped:
+        flood = FloodCounter.__table__
+        counted = postgresql_insert(flood).values({**_bound(flood, "f_", ("email", "hour")), "count": 1})
+        counted = counted.on_conflict_do_update(
+            index_elements=["email", "hour"], set_={"count": flood.c["count"] + 1}
+        ).returning(flood.c["count"])
+        counter = counted.cte("counted")
+        parts.insert(0, counter)
+        returned.append(select(counter.c["count"]).scalar_subquery().label("count_this_hour"))
+    return delivery.returning(*returned).add_cte(*parts)
+
+
+def _write_registration_mail(uow: UnitOfWork, event: Event, message: Message, hourly_cap: int | None) -> int:
+    """The projections, the hourly cap and the delivery of one registration event in one statement (see
+    above); 1 if the delivery is new, 0 if this cause had already written it."""
+    row = _delivery_row(message, event.id, event.correlationid, datetime.now(UTC), utcnow(), True, None)
+    values = {
+        **{f"r_{name}": value for name, value in _recipient_values(event.data).items()},
+        **{f"v_{name}": value for name, value in _registration_values(event).items()},
+        **{f"s_{name}": value for name, value in _session_values_of_registration(event).items()},
+        **{f"d_{name}": row[name] for name in _DELIVERY_COLUMNS},
+    }
+    capped = hourly_cap is not None
+    if capped:
+        values.update(f_email=message.recipient, f_hour=rules.hour_of(utcnow()))
+    statement = _registration_mail_statement(wakeup.channel(uow.source.strip("/"), DELIVERIES), capped)
+    written = uow.session.execute(statement, values).first()
+    if written is None:  # the same cause already wrote this delivery (two workers raced on the event)
+        return 0
+    if capped and not rules.within_hourly_cap(written.count_this_hour, hourly_cap):
+        uow.session.execute(
+            update(deliveries).where(deliveries.c.id == row["id"]).values(status="held", last_error=HELD_ERROR)
+        )
+    return 1
 
 
 def _shown(key: str, value: Any, timezone: tzinfo) -> str | None:
@@ -510,7 +635,12 @@ def delivery_queue(engine: Engine) -> WorkQueue:
     )
 
 
-def send_due_mail(runtime: ServiceRuntime, transport: MailTransport, batch_size: int = 20) -> int:
+#: Mails claimed at once by one sender; also the most that a crash can make the server receive twice (see
+#: "the widened window" in the module docstring).
+SEND_BATCH = 50
+
+
+def send_due_mail(runtime: ServiceRuntime, transport: MailTransport, batch_size: int = SEND_BATCH) -> int:
     """Send the deliveries that are due, oldest first, over one connection; returns how many were claimed."""
     queue = delivery_queue(runtime.engine)
     token, rows = queue.claim(batch_size)
@@ -546,10 +676,13 @@ def _cancel_opted_out(runtime: ServiceRuntime, queue: WorkQueue, token: str, row
 
 
 def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: str, rows: Sequence) -> None:
-    """Send each row on its own; once the connection is lost, the rest of the batch waits for the server."""
+    """Send each row on its own; once the connection is lost, the rest of the batch waits for the server.
+    The mails the server accepted are recorded together: before any failure is, and at the end."""
     key = unsubscribe_key(runtime) if any(row.announcement_id for row in rows) else None
+    renew = _lease_renewal(runtime.engine, queue, token)
+    accepted: list = []
     for index, row in enumerate(rows):
-        if not _start_sending(runtime, queue, token, row.id):
+        if not renew(row.id):
             log.warning("delivery %s skipped: its lease ran out and another worker has claimed it", row.id)
             continue
         try:
@@ -560,21 +693,82 @@ def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: st
             send(compose(row, runtime.settings.mail_from, unsubscribe))
         except Exception as exc:
             failure = classify_send_failure(exc)
+            _record_sent(runtime, queue, token, accepted)
+            accepted = []
             _after_failure(runtime, queue, token, [row], failure, exc)
             if failure.connection_lost:
                 _after_failure(runtime, queue, token, rows[index + 1 :], SendFailure.SERVER_UNAVAILABLE, exc)
                 return
             continue
-        # outside the try: a database error here leaves the row ``sending`` and leased until the lease ends,
-        # when it is sent again (the one unavoidable window, see the module docstring)
-        _record_outcome(runtime, queue, token, row, "sent", row.attempts + 1)
+        accepted.append(row)
+    # a database error here leaves these rows ``sending`` and leased until the lease ends, when they are sent
+    # again (the widened window, see the module docstring)
+    _record_sent(runtime, queue, token, accepted)
 
 
-def _start_sending(runtime: ServiceRuntime, queue: WorkQueue, token: str, row_id: str) -> bool:
-    """Renew the row's lease and mark it ``sending``; False if it is no longer this claim's."""
-    statement = queue.guarded(token, [row_id]).values(claimed_until=utcnow() + queue.lease, status="sending")
-    with runtime.engine.begin() as connection:
-        return connection.execute(statement).rowcount == 1
+def _lease_renewal(engine: Engine, queue: WorkQueue, token: str):
+    """``renew(row_id)``: renew one row's lease and mark it ``sending``; False if it is no longer this claim's.
+
+    One guarded ``UPDATE`` per mail, so a row another worker took over mid-batch is never sent twice. On
+    PostgreSQL it runs in autocommit: one round trip instead of three (BEGIN, UPDATE, COMMIT) — a single
+    statement is atomic by itself."""
+    c = deliveries.c
+    statement = queue.guarded(token, [bindparam("row_id")]).values(
+        claimed_until=bindparam("lease_until", type_=c.claimed_until.type), status="sending"
+    )
+    autocommit = engine.dialect.name == "postgresql"
+
+    def renew(row_id: str) -> bool:
+        values = {"row_id": row_id, "lease_until": utcnow() + queue.lease}
+        if autocommit:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                return connection.execute(statement, values).rowcount == 1
+        with engine.begin() as connection:
+            return connection.execute(statement, values).rowcount == 1
+
+    return renew
+
+
+def _record_sent(runtime: ServiceRuntime, queue: WorkQueue, token: str, rows: Sequence) -> None:
+    """Mark ``rows`` sent, keep each one's attempt and publish each one's ``notification.delivered``, all in one
+    transaction (each outcome still commits with its event). A row no longer this claim's gets nothing."""
+    if not rows:
+        return
+    c = deliveries.c
+    now = datetime.now(UTC)
+    by_id = {row.id: row for row in rows}
+    with runtime.unit_of_work() as uow:
+        finish = (
+            queue.guarded(token, list(by_id))
+            .values(status="sent", attempts=c.attempts + 1, last_error=None, sent_at=now, claimed_until=None)
+            .returning(c.id)
+        )
+        finished = [by_id[row_id] for row_id in uow.session.scalars(finish)]
+        if finished:
+            uow.session.execute(
+                insert(DeliveryAttempt.__table__),
+                [{"delivery_id": row.id, "outcome": "sent", "error": None, "at": now} for row in finished],
+            )
+            events = []
+            for row in finished:
+                with _correlation_of(row):
+                    _envelope, (statement, values) = uow.event_write(
+                        "notification.delivered", _outcome_data(row, None), subject=row.id
+                    )
+                events.append(values)
+            uow.session.execute(statement, events)
+        uow.commit()
+
+
+def _outcome_data(row, error: str | None) -> dict[str, Any]:
+    return {
+        "delivery_id": row.id,
+        "channel": row.channel,
+        "recipient": row.recipient,
+        "template": row.template,
+        "caused_by": row.caused_by,
+        "error": error,
+    }
 
 
 def _attempt(uow: UnitOfWork, delivery_id: str, outcome: str, error: str | None = None) -> None:
@@ -637,14 +831,7 @@ def _record_outcome(
             _attempt(uow, row.id, status, error)
             uow.publish(
                 "notification.delivered" if status == "sent" else "notification.failed",
-                {
-                    "delivery_id": row.id,
-                    "channel": row.channel,
-                    "recipient": row.recipient,
-                    "template": row.template,
-                    "caused_by": row.caused_by,
-                    "error": error,
-                },
+                _outcome_data(row, error),
                 subject=row.id,
             )
         uow.commit()

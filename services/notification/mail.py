@@ -6,13 +6,24 @@ per mail); a failure to connect raises from ``connection()``, a refused message 
 :func:`classify_send_failure` tells the sender which kind of failure (in :mod:`.rules`' terms) a ``send``
 raised — the only place that knows SMTP reply codes.
 SMTP is encrypted whenever the server allows it, always with the server's certificate and host name checked,
-and a password never crosses an unencrypted connection."""
+and a password never crosses an unencrypted connection.
+
+**One SMTP session across batches.** Opening a session costs a TCP connect, the greeting, EHLO, and with TLS
+a handshake (and building an SSL context reads the system's CA store): several milliseconds, more than
+sending a mail. :class:`SmtpTransport` therefore keeps its session open between batches and makes its SSL
+context once. Before a batch reuses the session it asks the server with ``NOOP`` (one round trip) whether
+the session is still alive — a server may have closed it while we were idle — and opens a new one if not,
+so a stale session never costs a mail an attempt. After a send that broke the session (anything but a
+refusal of that one mail, or a 421 "closing") the session is dropped and the next batch opens a new one.
+The open session belongs to the thread that opened it (a ``threading.local``), so sender threads sharing one
+transport never interleave on one socket; :meth:`close` ends the calling thread's session when its loop stops."""
 
 from __future__ import annotations
 
 import mailbox
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from email import message_from_bytes, policy
@@ -39,6 +50,8 @@ SMTP_CLOSING = 421  # "service not available, closing transmission channel": smt
 class MailTransport(Protocol):
     def connection(self) -> AbstractContextManager[Send]: ...
 
+    def close(self) -> None: ...
+
 
 class InsecureConnectionError(smtplib.SMTPException):
     """Credentials are configured but the connection is not encrypted, so they are not sent."""
@@ -48,6 +61,7 @@ class SmtpTransport:
     """``smtp://[user:password@]host:port`` (STARTTLS when the server offers it) or ``smtps://``.
 
     TLS uses :func:`ssl.create_default_context`: the system's trusted CAs and the host name of the URL.
+    The session stays open across batches, one per sender thread (see the module docstring).
     """
 
     def __init__(self, url: str, timeout: float = 15) -> None:
@@ -58,12 +72,52 @@ class SmtpTransport:
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+        self._sessions = threading.local()  # .client: this thread's open session
 
     @contextmanager
     def connection(self) -> Iterator[Send]:
-        tls = ssl.create_default_context()
-        with self._connect(tls) as client:
-            encrypted = self.secure or self._start_tls(client, tls)
+        client = self._open_session()
+
+        def send(message: EmailMessage) -> None:
+            try:
+                client.send_message(message)
+            except SMTP_REFUSALS as exc:
+                if SMTP_CLOSING in _reply_codes(exc):  # the server is closing the session
+                    self._drop(client)
+                raise
+            except BaseException:  # the session broke (or is in an unknown state): never reuse it
+                self._drop(client)
+                raise
+
+        yield send
+
+    def close(self) -> None:
+        """End the open session, if any (politely: QUIT)."""
+        client = getattr(self._sessions, "client", None)
+        self._sessions.client = None
+        if client is not None:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+
+    def _open_session(self) -> smtplib.SMTP:
+        """The open session if the server still answers NOOP, else a new one (connected, encrypted, logged in)."""
+        client = getattr(self._sessions, "client", None)
+        if client is not None:
+            try:
+                alive = client.noop()[0] == 250
+            except (OSError, smtplib.SMTPException):
+                alive = False
+            if alive:
+                return client
+            self._drop(client)
+        if self._tls is None:  # an SSL context is safe to share between threads
+            self._tls = ssl.create_default_context()
+        client = self._connect(self._tls)
+        try:
+            encrypted = self.secure or self._start_tls(client, self._tls)
             if self.username:
                 if not encrypted:
                     raise InsecureConnectionError(
@@ -71,7 +125,16 @@ class SmtpTransport:
                         "unencrypted (use smtps:// or a server that offers STARTTLS)"
                     )
                 client.login(self.username, self.password or "")
-            yield client.send_message
+        except BaseException:
+            client.close()
+            raise
+        self._sessions.client = client
+        return client
+
+    def _drop(self, client: smtplib.SMTP) -> None:
+        if getattr(self._sessions, "client", None) is client:
+            self._sessions.client = None
+        client.close()
 
     def _connect(self, tls: ssl.SSLContext) -> smtplib.SMTP:
         if self.secure:
@@ -99,6 +162,9 @@ class MaildirTransport:
         for folder in ("tmp", "new", "cur"):  # Maildir(create=True) skips these when the folder exists
             (self.path / folder).mkdir(parents=True, exist_ok=True)
         yield mailbox.Maildir(self.path, create=False).add
+
+    def close(self) -> None:
+        """Nothing stays open between batches."""
 
     def messages(self, limit: int = 100) -> list[EmailMessage]:
         """The newest ``limit`` messages, each read once into an ``EmailMessage``, newest first."""

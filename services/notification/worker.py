@@ -52,4 +52,8 @@ def send_mail_loop(runtime: ServiceRuntime, stop: threading.Event, poll_interval
 
 def main() -> None:
     senders = {f"mail-{number}": send_mail_loop for number in range(1, MAIL_SENDERS + 1)}
-    run_worker(bootstrap(), HANDLERS, loops={**senders, "announcements": fan_out_loop})
+    run_worker(
+        bootstrap(),
+        HANDLERS,
+        loops={**senders, "announcements": fan_out_loop, "gateway": gateway_loop, "webhooks": webhook_loop},
+    )

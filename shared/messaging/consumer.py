@@ -4,9 +4,12 @@ For every message on the service's queue:
 
 1. The envelope and ``data`` are validated against the catalogue. A message that does not fit goes to the
    service's dead-letter queue at once: retrying cannot make it fit.
-2. In **one** transaction the handler runs and ``(consumer, event id)`` is written to the ``inbox``. If the
-   inbox already holds the event (a redelivery, or a relay that published twice) nothing happens. Two
-   workers racing on the same event collide on the inbox primary key; the loser rolls back its effects.
+2. In **one** transaction ``(consumer, event id)`` is written to the ``inbox`` first, by ``INSERT … ON
+   CONFLICT DO NOTHING``, and the handler runs only if that row was new. If the inbox already holds the
+   event (a redelivery, or a relay that published twice) nothing happens — one round trip, no separate
+   check. Two workers racing on the same event meet on the inbox primary key: PostgreSQL makes the second
+   insert wait for the first transaction, and it inserts nothing (``duplicate``) if that one committed, or
+   takes over if it rolled back; on SQLite the write lock (``BEGIN IMMEDIATE``) orders them the same way.
 3. Only after that commit is the message acknowledged. A worker that dies before the ack has committed
    either everything or nothing; the broker redelivers and step 2 makes the second delivery harmless.
 4. A handler that raises is retried later: a copy of the message with ``x-labinov-attempt`` + 1 is written
@@ -32,7 +35,9 @@ from typing import Any
 from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.mixins import ConsumerMixin
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Insert, Table, bindparam, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from shared.backoff import Backoff, equal_jitter
@@ -96,6 +101,7 @@ class EventProcessor:
         self.unit_of_work = unit_of_work
         self.inbox = inbox
         self.max_attempts = max_attempts
+        self._inbox_inserts: dict[str, Insert] = {}
 
     def process(self, body: Any, headers: Mapping[str, Any] | None) -> str:
         """Handle one message; returns the outcome: handled, duplicate, retried or dead.
@@ -127,14 +133,9 @@ class EventProcessor:
     def _handle_once(self, handler: Handler, event: Event) -> str:
         try:
             with self.unit_of_work() as uow:
-                if self._already_handled(uow, event.id):
+                if not self._enter_inbox(uow, event):
                     return "duplicate"
                 handler(uow, event)
-                uow.session.execute(
-                    insert(self.inbox).values(
-                        consumer=self.service, event_id=event.id, event_type=event.type, handled_at=utcnow()
-                    )
-                )
                 uow.commit()
                 return "handled"
         except IntegrityError:
@@ -142,6 +143,25 @@ class EventProcessor:
                 if self._already_handled(uow, event.id):  # a concurrent worker handled it first
                     return "duplicate"
             raise
+
+    def _enter_inbox(self, uow: UnitOfWork, event: Event) -> bool:
+        """Write the event's inbox row in this transaction; False if the inbox already has it (handled)."""
+        dialect = uow.session.get_bind().dialect.name
+        statement = self._inbox_inserts.get(dialect)
+        if statement is None:  # made once per dialect: the hot path neither builds nor compiles a statement
+            insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            statement = insert_for(self.inbox).values(
+                consumer=bindparam("consumer"),
+                event_id=bindparam("event_id"),
+                event_type=bindparam("event_type"),
+                handled_at=bindparam("handled_at"),
+            )
+            # RETURNING, not rowcount: an INSERT's cursor is closed at once, and psycopg forgets its rowcount
+            statement = self._inbox_inserts[dialect] = statement.on_conflict_do_nothing(
+                index_elements=["consumer", "event_id"]
+            ).returning(self.inbox.c.event_id)
+        values = {"consumer": self.service, "event_id": event.id, "event_type": event.type, "handled_at": utcnow()}
+        return uow.session.execute(statement, values).first() is not None
 
     def _already_handled(self, uow: UnitOfWork, event_id: str) -> bool:
         i = self.inbox.c

@@ -18,6 +18,11 @@ Four parts (``--parts``, all by default), each printing its progress as it goes:
   p50 ≤ 30 ms, p99 ≤ 150 ms) and 20/s on the embedded defaults (p99 ≤ 500 ms), each beside the raw kombu
   publish → consume latency between two processes on the same broker; a py-spy profile of the notification
   worker under the load (``<output>-profile-pipeline.txt``).
+* ``fanout`` — an announcement to 10,000 and to 20,000 recipients (``announcement_fanout.py``), pre-filled in
+  notification's projection, sent by two notification worker processes to an SMTP sink process: deliveries
+  per second (goal ≥ 1,000), the growth from 10,000 to 20,000 (≤ 2.2 ×), each worker's resident memory
+  afterwards (≤ 150 MB), beside raw kombu publish + consume of 10,000 messages on the same RabbitMQ; a py-spy
+  profile of one worker (``<output>-profile-fanout.txt``).
 * ``results`` — the statistics of an evaluation round (``round_results.py``): the time to compute the results
   of 3,000 proposals × 3 evaluators × 5 criteria (normalisation and agreement included; goal ≤ 0.5 s) beside
   its ceiling, the time to compute only the weighted totals. Pure Python in this process: needs no server.
@@ -154,6 +159,14 @@ def pipeline_part(args) -> list[str]:
     return PipelineBench(args.quick, Path(profile_prefix), progress).run()
 
 
+def fanout_part(args) -> list[str]:
+    from tests.bench.announcement_fanout import FanoutBench
+
+    profile_prefix = Path(args.output).with_suffix("").absolute().as_posix() + "-profile"
+    with tempfile.TemporaryDirectory() as tmp:
+        return FanoutBench(args.quick, Path(profile_prefix), progress).run(Path(tmp))
+
+
 def results_part(args) -> list[str]:
     from tests.bench.round_results import measure as measure_round_results
 
@@ -164,6 +177,7 @@ PARTS = {
     "registration": ("Registration rush (wrk; PostgreSQL + RabbitMQ)", registration_part),
     "mail": ("Mail pipeline (registration -> outbox -> broker -> notification -> SMTP)", mail_part),
     "pipeline": ("Event -> mail latency (201 -> SMTP accept, steady rate; raw kombu beside it)", pipeline_part),
+    "fanout": ("Announcement fan-out (10,000 and 20,000 recipients, two worker processes -> SMTP)", fanout_part),
     "results": ("Results of an evaluation round (scoring statistics, pure Python)", results_part),
 }
 

@@ -1,0 +1,251 @@
+"""`make bench`, part ``fanout``: an organiser's announcement to 10,000 and to 20,000 recipients, sent by two
+notification worker processes to a real SMTP sink.
+
+What is measured: from the announcement's ``201`` (``POST /notification/api/v1/announcements``) to the moment
+the SMTP sink (aiosmtpd, a process of its own, see :mod:`tests.bench.pipeline_latency`) accepted the last of
+its mails — the fan-out into deliveries, the competing mail senders of both workers, SMTP. The recipients are
+pre-filled straight into notification's own projection (``registrations`` of one session, and the session),
+in one SQL statement, as the registration bench pre-fills its table: the bench measures the fan-out, not
+10,000 registrations. Then the resident memory of each worker.
+
+Beside it, in the same run and on the same RabbitMQ: raw kombu, one process publishing 10,000 messages with
+publisher confirms as fast as it can and another consuming them — what the broker alone moves per second.
+
+Goals (issue 8): ≥ 1,000 deliveries per second for 10,000 recipients with two worker processes; 20,000
+recipients take ≤ 2.2 × the time of 10,000; each worker ≤ 150 MB resident afterwards. While the 10,000 are
+sent, py-spy records one worker (``--idle``: its waiting threads too) into ``<output>-fanout.txt``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.bench import process_stats, profiling
+from tests.bench.pipeline_latency import SPAWN, SmtpSink, _kombu_consumer, _kombu_publisher
+from tests.support.servers import postgres_database, postgres_problem, rabbitmq_problem, rabbitmq_vhost
+from tests.support.suite import Suite
+from tests.support.waiting import wait_until
+
+WORKERS = 2
+SIZES = (10_000, 20_000)
+GOAL_PER_SECOND = 1_000
+GOAL_GROWTH = 2.2
+GOAL_RESIDENT_MB = 150
+
+_PREFILL_SESSION = text(
+    """
+    INSERT INTO sessions (session_id, programme_id, title, starts_at, ends_at, location, state, event_time)
+    VALUES (:session_id, NULL, :title, now() AT TIME ZONE 'UTC' + interval '7 days',
+            now() AT TIME ZONE 'UTC' + interval '7 days 2 hours', 'Aula Kantor Gubernur', 'published',
+            now() AT TIME ZONE 'UTC')
+    """
+)
+_PREFILL_REGISTRANTS = text(
+    """
+    INSERT INTO registrations (registration_id, session_id, programme_id, email, name, opd, language, status,
+                               event_time)
+    SELECT gen_random_uuid()::text, :session_id, NULL, :prefix || n || '@kaltaraprov.go.id',
+           'Peserta Fan-out ' || n, 'Dinas Komunikasi dan Informatika',
+           CASE WHEN n % 2 = 0 THEN 'id' ELSE 'en' END, 'confirmed', now() AT TIME ZONE 'UTC'
+    FROM generate_series(1, :count) AS n
+    """
+)
+
+
+def prefill_audience(database_url: str, session_id: str, count: int, prefix: str) -> None:
+    """``count`` confirmed registrants of one session in notification's projection, in one statement."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(_PREFILL_SESSION, {"session_id": session_id, "title": f"Sosialisasi {prefix}"})
+            connection.execute(_PREFILL_REGISTRANTS, {"session_id": session_id, "count": count, "prefix": prefix})
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE registrations"))
+    finally:
+        engine.dispose()
+
+
+def raw_kombu_throughput(broker_url: str, count: int) -> tuple[float, float]:
+    """(seconds, messages per second) for ``count`` messages published with confirms as fast as one process
+    can and consumed by another, until the last one is consumed."""
+    queue_name = f"bench-fanout-raw-{uuid.uuid4().hex[:8]}"
+    ready = SPAWN.Event()
+    receiving, sending = SPAWN.Pipe(duplex=False)
+    consumer = SPAWN.Process(target=_kombu_consumer, args=(broker_url, queue_name, count, ready, sending))
+    consumer.start()
+    sending.close()
+    if not ready.wait(60):
+        raise RuntimeError("the kombu consumer did not start")
+    started = time.monotonic()
+    publisher = SPAWN.Process(target=_kombu_publisher, args=(broker_url, queue_name, count, 1e9))
+    publisher.start()
+    consumed = len(receiving.recv())
+    seconds = time.monotonic() - started
+    publisher.join(60)
+    consumer.join(60)
+    if consumed < count:
+        raise RuntimeError(f"raw kombu: only {consumed} of {count} messages were consumed")
+    return seconds, count / seconds
+
+
+class FanoutBench:
+    def __init__(self, quick: bool, profile_prefix: Path, progress: Callable[[str], None]) -> None:
+        self.sizes = tuple(size // 5 for size in SIZES) if quick else SIZES
+        self.profile_prefix = profile_prefix
+        self.progress = progress
+
+    def run(self, root: Path) -> list[str]:
+        problem = postgres_problem() or rabbitmq_problem()
+        if problem:
+            return [f"skipped: {problem}"]
+        with (
+            rabbitmq_vhost() as (amqp_url, _),
+            postgres_database() as r,
+            postgres_database() as n,
+            postgres_database() as e,
+        ):
+            sink = SmtpSink(root)
+            suite = Suite(
+                root / "suite",
+                broker_url=amqp_url,
+                smtp_url=sink.url,
+                database_urls={"registration": r, "notification": n, "evaluation": e},
+            )
+            try:
+                suite.start()
+                for extra in range(1, WORKERS):
+                    suite.start_worker("notification", name=f"notification-worker-{extra + 1}")
+                workers = [suite.processes[name] for name in suite.workers_of["notification"]]
+                sessions = {}
+                for size in self.sizes:
+                    sessions[size] = str(uuid.uuid4())
+                    prefill_audience(n, sessions[size], size, f"fanout{size}.")
+                self._warm_up(suite, sink)
+                timings = {}
+                profile_note = None
+                for index, size in enumerate(self.sizes):
+                    self.progress(f"fan-out: announcement to {size} recipients, {WORKERS} worker processes ...")
+                    recorder = self._start_profile(workers[0]) if index == 0 else None
+                    timings[size] = self._announce(suite, sink, sessions[size], size, f"fanout{size}.")
+                    if recorder is not None:
+                        profile_note = self._finish_profile(recorder)
+                memory = [process_stats.memory_of(worker.pid) for worker in workers]
+                self.progress(f"fan-out: raw kombu, {SIZES[0]} messages ...")
+                raw_seconds, raw_rate = raw_kombu_throughput(amqp_url, SIZES[0])
+            finally:
+                suite.stop()
+                sink.stop()
+        return self._report(timings, memory, raw_seconds, raw_rate, profile_note)
+
+    @staticmethod
+    def _warm_up(suite: Suite, sink: SmtpSink) -> None:
+        """One small announcement first: connections made, templates compiled, SMTP sessions open."""
+        response = requests.post(
+            suite.url("notification", "api/v1/announcements"),
+            json={"subject": "Uji", "body": "Uji {name}", "channels": ["email"], "audience": {"emails": ["w@x.id"]}},
+            headers=suite.organiser_headers(),
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        wait_until(lambda: "w@x.id" in sink.accepted(), timeout=120, what="the warm-up announcement")
+
+    @staticmethod
+    def _announce(suite: Suite, sink: SmtpSink, session_id: str, size: int, prefix: str) -> dict:
+        response = requests.post(
+            suite.url("notification", "api/v1/announcements"),
+            json={
+                "subject": "Pengingat {session_title}",
+                "body": "Yth. {name}, sampai jumpa di {session_location} pada {session_starts_at}.",
+                "channels": ["email"],
+                "audience": {"session_id": session_id, "statuses": ["confirmed"]},
+            },
+            headers=suite.organiser_headers(),
+            timeout=30,
+        )
+        created = time.monotonic()
+        assert response.status_code == 201, response.text
+
+        def ours() -> list[float]:
+            return [stamp for address, stamp in sink.accepted().items() if address.startswith(prefix)]
+
+        stamps = wait_until(
+            lambda: (found := ours()) and len(found) >= size and found, timeout=900, interval=0.5, what="every mail"
+        )
+        first, last = min(stamps), max(stamps)
+        announcement = requests.get(
+            suite.url("notification", f"api/v1/announcements/{response.json()['id']}"),
+            headers=suite.organiser_headers(),
+            timeout=30,
+        ).json()
+        return {
+            "seconds": last - created,
+            "first_mail_after": first - created,
+            "per_second": size / (last - created),
+            "sent": announcement.get("sent"),
+            "failed": announcement.get("failed"),
+        }
+
+    def _start_profile(self, worker):
+        if profiling.py_spy_problem():
+            return None
+        stacks = Path(f"{self.profile_prefix}-fanout-stacks.txt")
+        seconds = max(3, int(self.sizes[0] / GOAL_PER_SECOND * 0.8))
+        return profiling.start_recording(worker.pid, seconds, stacks, wall=True), stacks
+
+    def _finish_profile(self, recorder) -> str:
+        process, stacks = recorder
+        output = process.communicate(timeout=300)[0]
+        if process.returncode != 0 or not stacks.exists():
+            return f"profile failed: {output[-300:]}"
+        summary_path = Path(f"{self.profile_prefix}-fanout.txt")
+        title = f"a notification worker sending an announcement to {self.sizes[0]} (py-spy --idle, every thread)"
+        summary_path.write_text(profiling.summary(title, stacks.read_text(), focus="send_due_mail"))
+        return f"profile of one notification worker: {summary_path}"
+
+    def _report(self, timings: dict, memory: list, raw_seconds: float, raw_rate: float, profile_note) -> list[str]:
+        small, large = self.sizes
+        lines = [
+            f"per announcement: its 201 to the SMTP sink's 250 for its last recipient; {WORKERS} notification "
+            f"worker processes (each {self._senders()} mail sender threads); the audience pre-filled in "
+            "notification's projection (one SQL statement); command: python -m tests.bench.run --parts fanout"
+        ]
+        for size in self.sizes:
+            t = timings[size]
+            lines.append(
+                f"{size} recipients: {t['seconds']:.1f} s, {t['per_second']:.0f} deliveries/s (first mail after "
+                f"{t['first_mail_after'] * 1000:.0f} ms; sent {t['sent']}, failed {t['failed']})"
+            )
+        rate = timings[small]["per_second"]
+        verdict = "met" if rate >= GOAL_PER_SECOND else "NOT met"
+        lines.append(f"{rate:.0f} deliveries/s for {small} against the goal of ≥ {GOAL_PER_SECOND}/s: {verdict}")
+        growth = timings[large]["seconds"] / timings[small]["seconds"]
+        verdict = "met" if growth <= GOAL_GROWTH else "NOT met"
+        lines.append(f"{large} take {growth:.2f} × the time of {small}, against the goal of ≤ {GOAL_GROWTH}: {verdict}")
+        for number, found in enumerate(memory, start=1):
+            if found is None:
+                lines.append(f"worker {number}: resident memory unavailable")
+                continue
+            verdict = "met" if found.resident_mb <= GOAL_RESIDENT_MB else "NOT met"
+            lines.append(
+                f"worker {number}: {found.resident_mb} MB resident afterwards (peak {found.peak_resident_mb} MB), "
+                f"against the goal of ≤ {GOAL_RESIDENT_MB} MB: {verdict}"
+            )
+        lines.append(
+            f"raw kombu, {SIZES[0]} messages published with confirms as fast as one process can and consumed by "
+            f"another: {raw_seconds:.1f} s, {raw_rate:.0f} messages/s"
+        )
+        if profile_note:
+            lines.append(profile_note)
+        return lines
+
+    @staticmethod
+    def _senders() -> int:
+        from services.notification.worker import MAIL_SENDERS
+
+        return MAIL_SENDERS
