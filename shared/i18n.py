@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_babel import Babel, format_datetime, get_locale, gettext
 
 LANGUAGES = ("id", "en")
@@ -111,7 +111,7 @@ def local_time(moment: datetime | None, pattern: str = "EEE, d MMM y · HH.mm") 
     """``moment`` in the programme's time zone, in the visitor's language, ending with the zone (``WITA``)."""
     if moment is None:
         return ""
-    zone: ZoneInfo = g.get("labinov_timezone") or ZoneInfo("Asia/Makassar")
+    zone: ZoneInfo = g.get("labinov_timezone") or current_app.extensions["labinov_timezone"]
     local = moment.astimezone(zone)
     return f"{format_datetime(local, pattern)} {local.tzname()}"
 
@@ -141,6 +141,8 @@ def install_i18n(app: Flask, timezone: ZoneInfo) -> None:
         locale_selector=chosen_language,
     )
 
+    app.extensions["labinov_timezone"] = timezone  # LABINOV_TIMEZONE, for work outside a request too
+
     @app.before_request
     def _programme_timezone() -> None:
         g.labinov_timezone = timezone
@@ -153,4 +155,5 @@ def install_i18n(app: Flask, timezone: ZoneInfo) -> None:
         LANGUAGES=LANGUAGES,
         LANGUAGE_NAMES=LANGUAGE_NAMES,
         translate_refusal=translate_refusal,
+        programme_timezone=timezone,
     )

@@ -130,3 +130,9 @@ def test_times_are_shown_in_the_programmes_time_zone_with_its_name(registration_
     with registration_app.test_request_context("/registration/"):
         registration_app.preprocess_request()
         assert local_time(datetime(2026, 12, 7, 1, 0, tzinfo=UTC)) == "Sen, 7 Des 2026 · 09.00 WITA"
+
+
+def test_pages_show_times_in_the_configured_zone_not_a_fixed_one(data_env, app_for):
+    data_env["LABINOV_TIMEZONE"] = "Asia/Jakarta"
+    page = app_for("registration").test_client().get("/registration/").get_data(as_text=True)
+    assert "Asia/Jakarta" in page and "Asia/Makassar" not in page
