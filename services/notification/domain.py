@@ -753,14 +753,15 @@ def _record_sent(runtime: ServiceRuntime, queue: WorkQueue, token: str, rows: Se
             for row in finished:
                 with _correlation_of(row):
                     _envelope, (statement, values) = uow.event_write(
-                        "notification.delivered", _outcome_data(row, None), subject=row.id
+                        "notification.delivered", outcome_event_data(row, None), subject=row.id
                     )
                 events.append(values)
             uow.session.execute(statement, events)
         uow.commit()
 
 
-def _outcome_data(row, error: str | None) -> dict[str, Any]:
+def outcome_event_data(row, error: str | None) -> dict[str, Any]:
+    """The data of ``notification.delivered`` / ``notification.failed`` about a delivery row, on any channel."""
     return {
         "delivery_id": row.id,
         "channel": row.channel,
@@ -831,7 +832,7 @@ def _record_outcome(
             _attempt(uow, row.id, status, error)
             uow.publish(
                 "notification.delivered" if status == "sent" else "notification.failed",
-                _outcome_data(row, error),
+                outcome_event_data(row, error),
                 subject=row.id,
             )
         uow.commit()

@@ -362,14 +362,7 @@ def _finish(
 def _publish(uow: UnitOfWork, row, status: str, error: str | None) -> None:
     uow.publish(
         "notification.delivered" if status in ("sent", "delivered") else "notification.failed",
-        {
-            "delivery_id": row.id,
-            "channel": row.channel,
-            "recipient": row.recipient,
-            "template": row.template,
-            "caused_by": row.caused_by,
-            "error": error,
-        },
+        domain.outcome_event_data(row, error),
         subject=row.id,
     )
 
