@@ -50,7 +50,7 @@ from typing import Any
 import requests
 from sqlalchemy import Engine, select, update
 
-from services.notification import domain, rules
+from services.notification import domain, rules, sending
 from services.notification.attempts import correlation_of, record_attempt
 from services.notification.rules import Fail, GatewayFailure, RetryAt
 from services.notification.tables import GATEWAY_CHANNELS, Delivery, GatewayDelivery, Recipient
@@ -362,7 +362,7 @@ def _finish(
 def _publish(uow: UnitOfWork, row, status: str, error: str | None) -> None:
     uow.publish(
         "notification.delivered" if status in ("sent", "delivered") else "notification.failed",
-        domain.outcome_event_data(row, error),
+        sending.outcome_event_data(row, error),
         subject=row.id,
     )
 

@@ -1,6 +1,6 @@
 """What happens to a delivery after a send failed: the mail sender's retry policy as plain values.
 
-The sender (:func:`services.notification.domain.send_due_mail`) turns what went wrong into a
+The sender (:func:`services.notification.sending.send_due_mail`) turns what went wrong into a
 :class:`SendFailure` (the SMTP reply codes and exception types are :mod:`services.notification.mail`'s
 business) and asks :func:`after_failed_send`; it then writes the answer. Nothing here touches a database,
 a server or the clock, so every branch is tested in milliseconds (``tests/unit/test_send_failure_rules.py``).

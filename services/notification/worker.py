@@ -19,10 +19,10 @@ import threading
 
 from services.notification.announcements import fan_out_loop
 from services.notification.bootstrap import bootstrap
-from services.notification.domain import send_due_mail
 from services.notification.gateway import gateway_loop
 from services.notification.handlers import HANDLERS
 from services.notification.mail import transport_for
+from services.notification.sending import send_due_mail
 from services.notification.webhooks import webhook_loop
 from shared.messaging.wakeup import DELIVERIES
 from shared.runtime import ServiceRuntime

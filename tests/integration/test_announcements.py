@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from services.notification import announcements, domain
+from services.notification import announcements, domain, sending
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Announcement, Delivery
 from shared.clock import utcnow
@@ -81,7 +81,7 @@ def progress(runtime, announcement_id: str) -> dict:
 def drain(runtime, smtp) -> None:
     while announcements.expand_due(runtime):
         pass
-    while domain.send_due_mail(runtime, SmtpTransport(smtp.url), batch_size=200):
+    while sending.send_due_mail(runtime, SmtpTransport(smtp.url), batch_size=200):
         pass
 
 
@@ -205,7 +205,7 @@ def test_two_workers_fanning_out_and_sending_deliver_each_message_once(runtime):
         transport = SmtpTransport(smtp.url)
 
         def work():
-            while announcements.expand_due(runtime, batch_size=7) or domain.send_due_mail(runtime, transport, 5):
+            while announcements.expand_due(runtime, batch_size=7) or sending.send_due_mail(runtime, transport, 5):
                 pass
 
         workers = [threading.Thread(target=work) for _ in range(2)]

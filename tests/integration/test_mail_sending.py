@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from services.notification import domain, rules
+from services.notification import domain, rules, sending
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Delivery
 from shared.clock import utcnow
@@ -150,7 +150,7 @@ def test_a_batch_goes_out_over_one_smtp_session_and_each_delivery_reports_sent(t
     _queue_confirmations(runtime, 5)
 
     with SmtpServer() as smtp:
-        attempted = domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        attempted = sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         received = smtp.messages
 
     assert attempted == 5
@@ -158,7 +158,7 @@ def test_a_batch_goes_out_over_one_smtp_session_and_each_delivery_reports_sent(t
     assert all(m["Message-ID"] and m["Date"] for m in received)
     assert [d.status for d in _deliveries(runtime)] == ["sent"] * 5
     assert _outbox_types(runtime).count("notification.delivered") == 5
-    assert domain.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0  # nothing is sent twice
+    assert sending.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0  # nothing is sent twice
 
 
 def test_mail_goes_out_oldest_due_first(tmp_path, postgres_url):
@@ -171,7 +171,7 @@ def test_mail_goes_out_oldest_due_first(tmp_path, postgres_url):
         )
 
     with SmtpServer() as smtp:
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         received = smtp.messages
 
     assert _recipients(received) == [d.recipient for d in reversed(by_id)]
@@ -184,9 +184,9 @@ def test_a_resent_delivery_keeps_its_message_id(tmp_path, postgres_url):
     [delivery] = _deliveries(runtime)
 
     with SmtpServer() as smtp:
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         _change_deliveries(runtime, status="queued", claim_token=None, claimed_until=None, next_attempt_at=utcnow())
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         first, resent = smtp.messages
 
     assert first["Message-ID"] == resent["Message-ID"] == f"<{delivery.id}@labinov.local>"
@@ -201,7 +201,7 @@ def test_delivered_and_failed_events_carry_the_correlation_id_of_the_registratio
     worker_loop = set_correlation_id("mail-loop")
     try:
         with _scripted_smtp(_ScriptedHandler(refuse={_address(1)})) as transport:
-            domain.send_due_mail(runtime, transport)
+            sending.send_due_mail(runtime, transport)
         assert current_correlation_id() == "mail-loop"  # the worker's own context is left as it was
     finally:
         reset_correlation_id(worker_loop)
@@ -233,7 +233,7 @@ def test_a_mail_that_cannot_be_composed_costs_only_itself_an_attempt(tmp_path, p
     _change_deliveries(runtime, deliveries.c.recipient == _address(1), subject="Sosialisasi\nBcc: all@example.org")
 
     with SmtpServer() as smtp:
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         received = smtp.messages
 
     assert sorted(_recipients(received)) == [_address(0), _address(2)]
@@ -250,7 +250,7 @@ def test_a_refused_recipient_costs_only_its_own_delivery_an_attempt(tmp_path, po
     handler = _ScriptedHandler(refuse={_address(1)})
 
     with _scripted_smtp(handler) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
 
     assert sorted(_recipients(handler.messages)) == [_address(0), _address(2)]
     refused = _delivery_to(runtime, _address(1))
@@ -265,7 +265,7 @@ def test_a_delivery_the_server_keeps_refusing_ends_failed_and_says_so(tmp_path, 
     with _scripted_smtp(_ScriptedHandler(refuse={_address(0)})) as transport:
         for _ in range(rules.MAX_SEND_ATTEMPTS):
             _make_all_due(runtime)
-            domain.send_due_mail(runtime, transport)
+            sending.send_due_mail(runtime, transport)
 
     [delivery] = _deliveries(runtime)
     assert delivery.status == "failed"
@@ -284,7 +284,7 @@ def test_an_unreachable_mail_server_only_delays_mail(tmp_path, postgres_url):
     nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
 
     before = utcnow()
-    domain.send_due_mail(runtime, nowhere)
+    sending.send_due_mail(runtime, nowhere)
 
     fresh, waiting_long = _deliveries(runtime)
     for delivery in (fresh, waiting_long):
@@ -297,7 +297,7 @@ def test_an_unreachable_mail_server_only_delays_mail(tmp_path, postgres_url):
 
     _make_all_due(runtime)
     with SmtpServer() as smtp:
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
         assert len(smtp.messages) == 2
     assert [d.status for d in _deliveries(runtime)] == ["sent", "sent"]
 
@@ -309,7 +309,7 @@ def test_a_long_outage_does_not_fail_mail(tmp_path, postgres_url):
 
     for _ in range(rules.MAX_SEND_ATTEMPTS + 2):
         _make_all_due(runtime)
-        domain.send_due_mail(runtime, nowhere)
+        sending.send_due_mail(runtime, nowhere)
 
     [delivery] = _deliveries(runtime)
     assert (delivery.status, delivery.attempts) == ("queued", 0)
@@ -322,7 +322,7 @@ def test_mail_older_than_the_maximum_age_fails_when_it_still_cannot_go_out(tmp_p
     too_old = datetime.now(UTC) - rules.MAX_DELIVERY_AGE - timedelta(minutes=1)
     _change_deliveries(runtime, deliveries.c.recipient == _address(0), created_at=too_old)
 
-    domain.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{free_port()}"))
+    sending.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{free_port()}"))
 
     old, young = _deliveries(runtime)
     assert (old.status, old.attempts) == ("failed", 0)
@@ -337,7 +337,7 @@ def test_a_server_closing_the_session_mid_batch_costs_the_unsent_mail_no_attempt
     handler = _ScriptedHandler(closing_from=1)
 
     with _scripted_smtp(handler) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
 
     [sent] = handler.messages
     for delivery in _deliveries(runtime):
@@ -365,8 +365,8 @@ def test_a_database_error_after_the_server_accepted_a_mail_does_not_schedule_it_
 
     with SmtpServer() as smtp:
         with pytest.raises(DBAPIError, match="the database went away"):
-            domain.send_due_mail(runtime, SmtpTransport(smtp.url))
-        assert domain.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0
+            sending.send_due_mail(runtime, SmtpTransport(smtp.url))
+        assert sending.send_due_mail(runtime, SmtpTransport(smtp.url)) == 0
         assert len(smtp.messages) == 1
 
     [delivery] = _deliveries(runtime)
@@ -393,11 +393,11 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
             deliveries.c.recipient != other_worker["first"],
             claimed_until=utcnow() - timedelta(seconds=1),
         )
-        other_worker["token"], other_worker["rows"] = domain.delivery_queue(runtime.engine).claim(20)
+        other_worker["token"], other_worker["rows"] = sending.delivery_queue(runtime.engine).claim(20)
 
     handler = _ScriptedHandler(on_message=the_first_mail_is_slow)
     with _scripted_smtp(handler) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
 
     assert _recipients(handler.messages) == [other_worker["first"]]
     assert len(other_worker["rows"]) == 2
@@ -414,7 +414,7 @@ def test_a_connection_that_breaks_while_a_mail_is_in_flight_charges_that_mail_on
     handler = _ScriptedHandler(hang_up_on=1)
 
     with _scripted_smtp(handler) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
 
     [sent] = handler.messages
     outcomes = sorted((d.status, d.attempts) for d in _deliveries(runtime))
@@ -430,9 +430,9 @@ def test_a_recipient_the_server_refuses_for_good_fails_at_once_and_is_never_trie
     handler = _ScriptedHandler(refuse_for_good={_address(0)})
 
     with _scripted_smtp(handler) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
         _make_all_due(runtime)
-        assert domain.send_due_mail(runtime, transport) == 0  # nothing left to try
+        assert sending.send_due_mail(runtime, transport) == 0  # nothing left to try
 
     refused = _delivery_to(runtime, _address(0))
     assert (refused.status, refused.attempts) == ("failed", 1)
@@ -445,13 +445,13 @@ def test_every_attempt_of_a_delivery_is_kept_with_its_outcome_error_and_time(tmp
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 1)
     nowhere = SmtpTransport(f"smtp://127.0.0.1:{free_port()}")
-    domain.send_due_mail(runtime, nowhere)
+    sending.send_due_mail(runtime, nowhere)
     _make_all_due(runtime)
     with _scripted_smtp(_ScriptedHandler(refuse={_address(0)})) as transport:
-        domain.send_due_mail(runtime, transport)
+        sending.send_due_mail(runtime, transport)
     _make_all_due(runtime)
     with SmtpServer() as smtp:
-        domain.send_due_mail(runtime, SmtpTransport(smtp.url))
+        sending.send_due_mail(runtime, SmtpTransport(smtp.url))
 
     [delivery] = _deliveries(runtime)
     with runtime.reading() as uow:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from services.notification import domain
+from services.notification import domain, sending
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Delivery
 from shared.events import make_event, parse_event
@@ -152,7 +152,7 @@ def test_mail_goes_out_over_tls_to_a_server_whose_certificate_is_trusted(
     handler = _Handler()
 
     with _smtp_server(handler, certificates["server"], implicit_tls=scheme == "smtps") as port:
-        domain.send_due_mail(runtime, SmtpTransport(f"{scheme}://mailer:rahasia@localhost:{port}"))
+        sending.send_due_mail(runtime, SmtpTransport(f"{scheme}://mailer:rahasia@localhost:{port}"))
 
     assert len(handler.messages) == 1
     assert handler.logins == [(b"mailer", b"rahasia")]
@@ -176,7 +176,7 @@ def test_mail_waits_when_the_server_certificate_does_not_check_out(
     handler = _Handler()
 
     with _smtp_server(handler, certificates[certificate], implicit_tls=scheme == "smtps") as port:
-        domain.send_due_mail(runtime, SmtpTransport(f"{scheme}://mailer:rahasia@{host}:{port}"))
+        sending.send_due_mail(runtime, SmtpTransport(f"{scheme}://mailer:rahasia@{host}:{port}"))
 
     assert handler.messages == [] and handler.logins == []
     delivery = _delivery(runtime)
@@ -190,7 +190,7 @@ def test_the_password_is_never_sent_over_an_unencrypted_connection(tmp_path, pos
     handler = _Handler()
 
     with _smtp_server(handler, None, implicit_tls=False, auth_require_tls=False) as port:
-        domain.send_due_mail(runtime, SmtpTransport(f"smtp://mailer:rahasia@127.0.0.1:{port}"))
+        sending.send_due_mail(runtime, SmtpTransport(f"smtp://mailer:rahasia@127.0.0.1:{port}"))
 
     assert handler.logins == [] and handler.messages == []
     delivery = _delivery(runtime)
@@ -205,7 +205,7 @@ def test_without_credentials_mail_may_go_to_a_server_without_tls(tmp_path, postg
     handler = _Handler()
 
     with _smtp_server(handler, None, implicit_tls=False) as port:
-        domain.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{port}"))
+        sending.send_due_mail(runtime, SmtpTransport(f"smtp://127.0.0.1:{port}"))
 
     assert len(handler.messages) == 1
     assert _delivery(runtime).status == "sent"

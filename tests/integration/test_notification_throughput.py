@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import event, func, select
 
-from services.notification import domain
+from services.notification import domain, sending
 from services.notification.handlers import HANDLERS
 from services.notification.mail import SmtpTransport
 from services.notification.tables import Delivery, DeliveryAttempt, Recipient, RegistrationView, SessionView
@@ -147,10 +147,10 @@ def test_one_smtp_session_carries_batch_after_batch(runtime):
     transport = SmtpTransport(f"smtp://127.0.0.1:{controller.port}")
     try:
         _queue(runtime, 3)
-        assert domain.send_due_mail(runtime, transport, batch_size=2) == 2
-        assert domain.send_due_mail(runtime, transport, batch_size=2) == 1
+        assert sending.send_due_mail(runtime, transport, batch_size=2) == 2
+        assert sending.send_due_mail(runtime, transport, batch_size=2) == 1
         _queue(runtime, 1, first=4)
-        assert domain.send_due_mail(runtime, transport, batch_size=2) == 1
+        assert sending.send_due_mail(runtime, transport, batch_size=2) == 1
     finally:
         transport.close()
         controller.stop()
@@ -165,14 +165,14 @@ def test_a_session_the_server_dropped_between_batches_costs_no_mail_an_attempt(r
     first_server.start()
     transport = SmtpTransport(f"smtp://127.0.0.1:{port}")
     _queue(runtime, 1)
-    domain.send_due_mail(runtime, transport)
+    sending.send_due_mail(runtime, transport)
     first_server.stop()  # the server goes away while the sender is idle, and comes back
     second = _CountingSmtp()
     second_server = Controller(second, hostname="127.0.0.1", port=port)
     second_server.start()
     try:
         _queue(runtime, 1, first=2)
-        assert domain.send_due_mail(runtime, transport) == 1
+        assert sending.send_due_mail(runtime, transport) == 1
     finally:
         transport.close()
         second_server.stop()
@@ -191,7 +191,7 @@ def test_the_mails_of_one_batch_are_each_recorded_with_their_attempt_and_event(r
     transport = SmtpTransport(f"smtp://127.0.0.1:{controller.port}")
     try:
         _queue(runtime, 5)
-        assert domain.send_due_mail(runtime, transport, batch_size=5) == 5
+        assert sending.send_due_mail(runtime, transport, batch_size=5) == 5
     finally:
         transport.close()
         controller.stop()
