@@ -308,7 +308,7 @@ def change_session(changes, session_id):
     """Change a session; a new time or place is told to registrants (`session.changed`), more seats promote.
     `questions` replaces the whole list of questions."""
     with runtime_of().unit_of_work() as uow:
-        lab_session, _promoted = domain.change_session(uow, session_id, changes)
+        lab_session, _promoted = domain.change_session(uow, session_id, changes, links=participant_links())
         answer = _session_view(lab_session, domain.seat_count(uow, lab_session))
         uow.commit()
     return answer
@@ -365,17 +365,19 @@ def cancel_session(session_id):
 def register(participant, session_id):
     """Register for a session: `confirmed` while seats remain (also in the agency's quota), else `waitlisted`
     with a `position`; the answer carries the participant's token and link."""
-    runtime = runtime_of()
-    with runtime.unit_of_work() as uow:
-        registration = domain.register_participant(uow, session_id, participant)
+    with runtime_of().unit_of_work() as uow:
+        registration = domain.register_participant(uow, session_id, participant, links=participant_links())
         uow.commit()  # at once: it releases the session row's lock (see domain's module docstring)
-        ends_at = registration.session.ends_at
-    token = domain.participant_token(current_app.extensions["labinov_issuer"], registration, ends_at)
-    return {
+    return {  # the token and link the registration's event carries to the confirmation mail
         **_registration_view(registration, registration.waitlist_position),
-        "manage_token": token,
-        "manage_url": domain.manage_url(runtime.settings.public_url, registration.id, token),
+        "manage_token": registration.manage_token,
+        "manage_url": registration.manage_url,
     }
+
+
+def participant_links() -> domain.ParticipantLinks:
+    """The service's signer, public address and ticket key (made once by ``create_app``)."""
+    return current_app.extensions["labinov_participant_links"]
 
 
 @blp.get("/registrations/<registration_id>")
@@ -400,7 +402,7 @@ def get_registration(registration_id):
 
 
 def _ticket_key() -> bytes:
-    return domain.ticket_key(runtime_of().settings)
+    return participant_links().ticket_key
 
 
 @blp.post("/registrations/<registration_id>/cancel")
@@ -414,7 +416,7 @@ def _ticket_key() -> bytes:
 def cancel_registration(registration_id):
     """Cancel a registration; a freed seat goes at once to the first waiting registrant who fits."""
     with runtime_of().unit_of_work() as uow:
-        registration, _promoted = domain.cancel_registration(uow, registration_id, _caller())
+        registration, _promoted = domain.cancel_registration(uow, registration_id, _caller(), links=participant_links())
         uow.commit()
     return _registration_view(registration, None)
 
@@ -429,7 +431,9 @@ def cancel_registration(registration_id):
 def move_registration(target, registration_id):
     """Move a registration to another session (same id and link); its old seat goes to the waiting list."""
     with runtime_of().unit_of_work() as uow:
-        registration, _promoted = domain.move_registration(uow, registration_id, target["session_id"])
+        registration, _promoted = domain.move_registration(
+            uow, registration_id, target["session_id"], links=participant_links()
+        )
         uow.commit()
     return _registration_view(registration, registration.waitlist_position)
 
@@ -683,7 +687,8 @@ def start_import(session_id: str, raw: bytes, filename: str | None, organiser: P
         job, held = domain.create_import(uow, session_id, raw, filename, organiser, ParticipantSchema().load)
         uow.commit()
     if held is not None:
-        domain.work_on_import(runtime.unit_of_work, domain.import_queue(runtime.engine), held, job.id)
+        queue = domain.import_queue(runtime.engine)
+        domain.work_on_import(runtime.unit_of_work, queue, held, job.id, links=participant_links())
     return job.id
 
 

@@ -6,10 +6,10 @@ from flask import Flask
 
 from services.registration.api import blp
 from services.registration.bootstrap import bootstrap
+from services.registration.domain import ParticipantLinks
 from services.registration.pages import pages
 from shared.http import create_service_app
 from shared.runtime import ServiceRuntime
-from shared.tokens import TokenIssuer, load_private_key_pem
 
 
 def create_app(runtime: ServiceRuntime | None = None) -> Flask:
@@ -22,6 +22,9 @@ def create_app(runtime: ServiceRuntime | None = None) -> Flask:
         page_blueprints=[pages],
         description="Lab sessions, registrations and the accounts that sign Labinov tokens.",
     )
-    settings = runtime.settings
-    app.extensions["labinov_issuer"] = TokenIssuer(load_private_key_pem(settings), settings.token_lifetime_seconds)
+    # the service's signer, public address and ticket key, made once: the views hand them to the operations
+    # that publish registration events (their mails carry the participant's link and ticket)
+    links = ParticipantLinks.from_settings(runtime.settings)
+    app.extensions["labinov_participant_links"] = links
+    app.extensions["labinov_issuer"] = links.issuer
     return app

@@ -33,7 +33,9 @@ held *is* the rush's throughput):
    (:func:`shared.db.execute_together`: on PostgreSQL one statement of data-modifying CTEs, from templates
    compiled once, no ORM flush); then the caller commits at once, which releases the lock. So the lock is held
    for two round trips and a commit — measured at about 1 ms per registration on this machine when
-   uncontended (it was 2.1 ms with an ORM flush of three statements). Nothing under the lock grows with the session: no
+   uncontended (it was 2.1 ms with an ORM flush of three statements). Between the decision and the write
+   the participant's token is signed (its lifetime follows the session's end, which the lock read): one
+   Ed25519 signature, no statement, so the event and the answer carry one link. Nothing under the lock grows with the session: no
    ``count(*)`` (the counters replace it), no duplicate-NIP ``SELECT`` (the unique constraint
    ``(session_id, nip)`` refuses the second insert and the whole transaction, counters included, rolls
    back), and the new waiting place is ``waitlisted_count`` itself.
@@ -61,6 +63,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
 from math import ceil
@@ -108,7 +111,7 @@ from shared.clock import UTCDateTime, utcnow
 from shared.config import Settings
 from shared.db import UnitOfWork, Write, execute_together, insert_or_update, new_id
 from shared.errors import Conflict, DomainError, NotFound, RuleViolation
-from shared.tokens import Principal, TokenIssuer, load_secret_key
+from shared.tokens import Principal, TokenIssuer, load_private_key_pem, load_secret_key
 from shared.workqueue import WorkQueue
 
 _password_hasher = PasswordHasher()
@@ -449,12 +452,18 @@ def cancel_session(uow: UnitOfWork, session_id: str) -> LabSession:
 
 
 def change_session(
-    uow: UnitOfWork, session_id: str, changes: dict[str, Any], now: datetime | None = None
+    uow: UnitOfWork,
+    session_id: str,
+    changes: dict[str, Any],
+    now: datetime | None = None,
+    *,
+    links: ParticipantLinks | None = None,
 ) -> tuple[LabSession, list[Registration]]:
     """Change a session's fields; returns it and the registrants promoted by a larger capacity.
 
     A change of time or place is told to registrants with ``session.changed`` (old and new values). The
-    capacity cannot go below the seats already confirmed; raising it promotes from the waiting list.
+    capacity cannot go below the seats already confirmed; raising it promotes from the waiting list, each
+    ``registration.promoted`` carrying the link and ticket made with ``links`` (:func:`_publish_promotions`).
     """
     now = now or datetime.now(UTC)
     lab_session, programme = _load_session(uow, session_id, lock=True)
@@ -488,7 +497,7 @@ def change_session(
     notable = rules.notable_changes(before, changes)
     if notable:
         uow.publish("session.changed", {**session_event_data(lab_session), "changes": notable}, subject=lab_session.id)
-    _publish_promotions(uow, lab_session, promoted)
+    _publish_promotions(uow, lab_session, promoted, links)
     return lab_session, promoted
 
 
@@ -522,8 +531,15 @@ def _window(lab_session: LabSession) -> SessionWindow:
 
 
 def registration_event_data(
-    registration: Registration, lab_session: LabSession, waitlist_position: int | None = None
+    registration: Registration,
+    lab_session: LabSession,
+    waitlist_position: int | None = None,
+    participant_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The data of a ``registration.*`` event; ``participant_fields`` is what the participant's mail needs
+    (:meth:`ParticipantLinks.event_fields`: the link and, for a seat, the ticket code). A cancelled
+    registration's event never carries them: its link is refused, and it holds no ticket."""
+    fields = participant_fields if participant_fields and registration.status != "cancelled" else {}
     return {
         "registration_id": registration.id,
         "session_id": lab_session.id,
@@ -543,11 +559,17 @@ def registration_event_data(
         "job_title": registration.job_title,
         "waitlist_position": waitlist_position if registration.status == "waitlisted" else None,
         "language": registration.language,
+        **fields,
     }
 
 
 def register_participant(
-    uow: UnitOfWork, session_id: str, participant: dict[str, Any], now: datetime | None = None
+    uow: UnitOfWork,
+    session_id: str,
+    participant: dict[str, Any],
+    now: datetime | None = None,
+    *,
+    links: ParticipantLinks | None = None,
 ) -> Registration:
     """Register a participant: ``confirmed`` while the session and their agency have seats, else
     ``waitlisted`` (or 409 when the session keeps no waiting list).
@@ -556,6 +578,14 @@ def register_participant(
     ``uow``, holding the session row's lock; the caller commits at once (the module docstring says why this
     holds under any concurrency, and why it is fast). The returned registration carries its place on the
     waiting list as ``waitlist_position`` (``None`` when confirmed).
+
+    With ``links`` the participant's token is signed here, once: the event carries the link with it (and
+    the ticket code for a seat), and the returned registration carries the same token and link as
+    ``manage_token`` and ``manage_url`` (``None`` without ``links``), so the answer to the registrant and
+    their mail hold one link. The token's lifetime follows the session's end, which only the locking
+    statement reads, so it is signed after the lock is taken but before the one write — it adds no
+    statement, and the lock is held for one Ed25519 signature more (about 0.1 ms on an idle core; the
+    ticket code is an HMAC, microseconds), not for anything that waits.
     """
     now = now or datetime.now(UTC)
     lab_session, programme = _load_session(uow, session_id, lock=True)
@@ -605,9 +635,11 @@ def register_participant(
         )
         registration.waitlist_sequence = counters["waitlist_sequence"]
         position = counters["waitlisted_count"]  # the newest sequence ranks last among those waiting
+    token = links.token(registration, lab_session.ends_at) if links is not None else None
+    fields = links.event_fields(registration, token) if links is not None and token is not None else None
     _envelope, event_write = uow.event_write(
         f"registration.{outcome.value}",
-        registration_event_data(registration, lab_session, position),
+        registration_event_data(registration, lab_session, position, fields),
         subject=registration.id,
     )
     writes = [
@@ -625,6 +657,8 @@ def register_participant(
         set_committed_value(lab_session, name, value)
     set_committed_value(registration, "session", lab_session)
     registration.waitlist_position = position  # type: ignore[attr-defined]
+    registration.manage_token = token  # type: ignore[attr-defined]
+    registration.manage_url = fields["manage_url"] if fields else None  # type: ignore[attr-defined]
     return registration
 
 
@@ -747,7 +781,12 @@ def _allow(caller: Principal, registration_id: str, status: str | None, action: 
 
 
 def cancel_registration(
-    uow: UnitOfWork, registration_id: str, caller: Principal, now: datetime | None = None
+    uow: UnitOfWork,
+    registration_id: str,
+    caller: Principal,
+    now: datetime | None = None,
+    *,
+    links: ParticipantLinks | None = None,
 ) -> tuple[Registration, list[Registration]]:
     """Cancel a registration (its participant, or an organiser); returns it and whoever was promoted.
 
@@ -755,6 +794,7 @@ def cancel_registration(
     the first waiting registrant who fits (:func:`rules.choose_promotion`), with ``registration.cancelled``
     and ``registration.promoted`` in the same transaction. A cancelled registration cannot be cancelled
     again (409; its participant's link is refused with 403, see :func:`rules.registration_access`).
+    ``registration.cancelled`` carries no link and no ticket; each promotion carries both, made with ``links``.
     """
     now = now or datetime.now(UTC)
     _allow(caller, registration_id, None, RegistrationAction.CANCEL)
@@ -773,17 +813,23 @@ def cancel_registration(
     promoted = _fill_free_seats(uow, lab_session, programme, now)
     uow.flush()
     uow.publish("registration.cancelled", registration_event_data(registration, lab_session), subject=registration.id)
-    _publish_promotions(uow, lab_session, promoted)
+    _publish_promotions(uow, lab_session, promoted, links)
     registration.waitlist_position = None  # type: ignore[attr-defined]
     return registration, promoted
 
 
 def move_registration(
-    uow: UnitOfWork, registration_id: str, target_session_id: str, now: datetime | None = None
+    uow: UnitOfWork,
+    registration_id: str,
+    target_session_id: str,
+    now: datetime | None = None,
+    *,
+    links: ParticipantLinks | None = None,
 ) -> tuple[Registration, list[Registration]]:
     """An organiser moves a registration to another session: it leaves its place in the first (which may
     promote someone there) and takes a seat or a waiting place in the second by the same seat rule, keeping
-    its id (the participant's link keeps working). Emits the new ``registration.confirmed``/``.waitlisted``.
+    its id (the participant's link keeps working). Emits the new ``registration.confirmed``/``.waitlisted``,
+    which with ``links`` carries a new link for the target session's dates (and the ticket for a seat).
     Its answers go with it as they were given (an organiser's move is not refused for the target's
     questions); the target's lists and export show those of its own questions' keys.
 
@@ -834,12 +880,13 @@ def move_registration(
         raise _duplicate(registration.nip) from None
     promoted = _fill_free_seats(uow, source, source_programme, now)
     uow.flush()
+    fields = links.event_fields(registration, links.token(registration, target.ends_at)) if links else None
     uow.publish(
         f"registration.{outcome.value}",
-        registration_event_data(registration, target, position),
+        registration_event_data(registration, target, position, fields),
         subject=registration.id,
     )
-    _publish_promotions(uow, source, promoted)
+    _publish_promotions(uow, source, promoted, links)
     registration.waitlist_position = position  # type: ignore[attr-defined]
     return registration, promoted
 
@@ -915,10 +962,18 @@ def _fill_free_seats(
     return promoted
 
 
-def _publish_promotions(uow: UnitOfWork, lab_session: LabSession, promoted: list[Registration]) -> None:
+def _publish_promotions(
+    uow: UnitOfWork, lab_session: LabSession, promoted: list[Registration], links: ParticipantLinks | None
+) -> None:
+    """``registration.promoted`` for each promoted registrant: with ``links``, a new participant token
+    (the promoted person needs their link and, now seated, their ticket). The caller holds the session
+    row's lock; each token is one Ed25519 signature (about 0.1 ms), no statement."""
     for registration in promoted:
+        fields = links.event_fields(registration, links.token(registration, lab_session.ends_at)) if links else None
         uow.publish(
-            "registration.promoted", registration_event_data(registration, lab_session), subject=registration.id
+            "registration.promoted",
+            registration_event_data(registration, lab_session, None, fields),
+            subject=registration.id,
         )
         registration.waitlist_position = None  # type: ignore[attr-defined]
 
@@ -991,6 +1046,45 @@ def registration_counts(uow: UnitOfWork, session_id: str) -> dict[str, Any]:
 
 #: Where a participant's link leads (the pages build it): ``<public url>`` + this, with the id and token.
 MANAGE_PATH = "/registration/manage/{registration_id}?token={token}"
+
+
+@dataclass(frozen=True)
+class ParticipantLinks:
+    """What the registration events tell a participant with: the signer of their link's token, the public
+    address the link starts with, and the key of ticket codes — the service's own, built once per process
+    (:meth:`from_settings`: the web app at start, the worker's import loop when it starts) and handed to
+    every operation that publishes a registration event, so the confirmation, waiting-list and promotion
+    mails carry the participant's link and, for a seat, the ticket.
+
+    An operation given none (``links=None``: tools and tests that need no mail) publishes its events without
+    ``manage_url`` and ``ticket_code`` — the fields are optional in the event's version 1.
+    """
+
+    issuer: TokenIssuer
+    public_url: str
+    ticket_key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParticipantLinks:
+        """The service's links: its token signer (the key every service verifies with), ``LABINOV_PUBLIC_URL``
+        and the ticket key derived from its secret."""
+        issuer = TokenIssuer(load_private_key_pem(settings), settings.token_lifetime_seconds)
+        return cls(issuer, settings.public_url, ticket_key(settings))
+
+    def token(self, registration: Registration, session_ends_at: datetime) -> str:
+        """A new participant token for ``registration`` (:func:`participant_token`): one Ed25519 signature."""
+        return participant_token(self.issuer, registration, session_ends_at)
+
+    def manage_url(self, registration_id: str, token: str) -> str:
+        return manage_url(self.public_url, registration_id, token)
+
+    def event_fields(self, registration: Registration, token: str) -> dict[str, Any]:
+        """What a registration event carries for its participant: the link with ``token``, and the ticket
+        code while the registration holds a seat (``None`` while waiting)."""
+        return {
+            "manage_url": self.manage_url(registration.id, token),
+            "ticket_code": ticket_code(self.ticket_key, registration),
+        }
 
 
 def participant_token(issuer: TokenIssuer, registration: Registration, session_ends_at: datetime) -> str:
@@ -1280,11 +1374,14 @@ def work_on_import(
     token: str,
     import_id: str,
     max_lines: int | None = None,
+    *,
+    links: ParticipantLinks | None = None,
 ) -> bool:
     """Register up to ``max_lines`` (all when ``None``) pending lines of an import held with ``token``, each
     in its own transaction (see the section's comment); finish the job when none is left. Returns whether
     the job is finished. Stops early, changing nothing more, once the claim is no longer ``token``'s.
-    ``queue`` is :func:`import_queue` of the service's engine."""
+    ``queue`` is :func:`import_queue` of the service's engine; ``links`` makes each registration's event
+    carry its participant's link and ticket, as a registration from the form does."""
     with unit_of_work() as uow:
         job = uow.session.get(RegistrationImport, import_id)
         if job is None or job.claim_token != token:
@@ -1300,7 +1397,7 @@ def work_on_import(
             uow.session.execute(queue.guarded(token, [import_id]).values(state="running"))
             uow.commit()
     for line, participant in pending:
-        if not _register_line(unit_of_work, queue, token, import_id, session_id, line, participant):
+        if not _register_line(unit_of_work, queue, token, import_id, session_id, line, participant, links):
             return False
     with unit_of_work() as uow:
         left = uow.session.scalar(
@@ -1323,6 +1420,7 @@ def _register_line(
     session_id: str,
     line: int,
     participant: dict[str, Any],
+    links: ParticipantLinks | None,
 ) -> bool:
     """Register one line, or record why not, with the job's counters, in one transaction; False if the
     claim was lost (nothing written). A refusal rolls the registration back and is recorded afresh."""
@@ -1330,7 +1428,7 @@ def _register_line(
         if not queue.renew(token, import_id, on=uow.session):
             return False
         try:
-            registration = register_participant(uow, session_id, _stored_participant(participant))
+            registration = register_participant(uow, session_id, _stored_participant(participant), links=links)
         except (RuleViolation, Conflict) as error:
             refusal = error
         else:
@@ -1383,13 +1481,16 @@ def _record_line(
         )
 
 
-def run_due_imports(unit_of_work: Callable[[], UnitOfWork], engine: Engine) -> int:
-    """The worker's turn: claim one due import, register a batch of its lines, give it back unless
-    finished. Returns how many imports it worked on (0: nothing due)."""
+def run_due_imports(
+    unit_of_work: Callable[[], UnitOfWork], engine: Engine, links: ParticipantLinks | None = None
+) -> int:
+    """The worker's turn: claim one due import, register a batch of its lines (their events carrying the
+    participants' links made with ``links``), give it back unless finished. Returns how many imports it
+    worked on (0: nothing due)."""
     queue = import_queue(engine)
     claim = queue.claim(1)
     for job in claim.rows:
-        if not work_on_import(unit_of_work, queue, claim.token, job.id, IMPORT_BATCH):
+        if not work_on_import(unit_of_work, queue, claim.token, job.id, IMPORT_BATCH, links=links):
             queue.release(claim.token, [job.id])
     return len(claim.rows)
 

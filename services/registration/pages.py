@@ -33,7 +33,7 @@ from markupsafe import Markup
 from marshmallow import ValidationError
 
 from services.registration import domain, rules
-from services.registration.api import IMPORT_MAX_BYTES, attendance_csv, start_import
+from services.registration.api import IMPORT_MAX_BYTES, attendance_csv, participant_links, start_import
 from services.registration.schemas import ParticipantSchema, SessionCreateSchema, TokenRequestSchema
 from shared.errors import Conflict, DomainError, RuleViolation
 from shared.http import client_address, runtime_of
@@ -49,6 +49,7 @@ pages = Blueprint("registration_pages", __name__)
 @pages.app_template_filter("programme_label")
 def _programme_label(programme) -> str:
     return rules.programme_label(programme.name, programme.year)
+
 
 STAGE_NAMES = {
     "drum-up": _l("Drum-up"),
@@ -310,7 +311,7 @@ def session_page(session_id: str):
             body = {**_participant_input(request.form), "answers": rules.typed_answers(questions, answers)}
             participant = ParticipantSchema().load(body)
             with runtime.unit_of_work() as uow:
-                registration = domain.register_participant(uow, session_id, participant)
+                registration = domain.register_participant(uow, session_id, participant, links=participant_links())
                 uow.commit()  # at once: it releases the session row's lock
         except ValidationError as error:
             # the schema refused a field: say at once what the questions would refuse too, so the visitor
@@ -350,11 +351,9 @@ def _is_organiser() -> bool:
 
 
 def _to_manage_page(registration):
-    """After registering: to the participant's own page, opened with their participant token."""
-    issuer = current_app.extensions["labinov_issuer"]
-    with runtime_of().reading() as uow:
-        lab_session = domain.get_session(uow, registration.session_id)
-    token = domain.participant_token(issuer, registration, lab_session.ends_at)
+    """After registering: to the participant's own page, opened with their participant token — the one
+    signed as it registered, which its confirmation mail's link carries too."""
+    token = registration.manage_token
     flash(_("You are registered. Keep this page's address: it is your link to this registration."), "ok")
     return redirect(domain.MANAGE_PATH.format(registration_id=registration.id, token=token), 303)
 
@@ -401,7 +400,7 @@ def manage(registration_id: str):
 def _ticket_context(registration, access, token: str) -> dict[str, Any]:
     """What the ticket block of the manage page and the printable ticket show: the code, its QR code (an
     inline SVG: no script, no extra request, prints as sharp as the page), and whether it was used."""
-    code = domain.ticket_code(domain.ticket_key(runtime_of().settings), registration) if access == "full" else None
+    code = domain.ticket_code(participant_links().ticket_key, registration) if access == "full" else None
     if code is None:
         return {"ticket_code": None, "ticket_qr": None, "checked_in": None, "ticket_link": None}
     with runtime_of().reading() as uow:
@@ -473,7 +472,7 @@ def cancel_own(registration_id: str):
         return _link_refused()
     try:
         with runtime_of().unit_of_work() as uow:
-            domain.cancel_registration(uow, registration_id, principal)
+            domain.cancel_registration(uow, registration_id, principal, links=participant_links())
             uow.commit()
         flash(_("Your registration is cancelled. Your seat goes to the next person waiting."), "ok")
     except domain.NotAllowed:
@@ -759,7 +758,7 @@ def admin_session(session_id: str):
         try:
             changes = schema.load(body)
             with runtime_of().unit_of_work() as uow:
-                domain.change_session(uow, session_id, changes)
+                domain.change_session(uow, session_id, changes, links=participant_links())
                 uow.commit()
         except (ValidationError, RuleViolation, Conflict) as error:
             errors = _refusals(error) or {"_schema": [translate_refusal(str(getattr(error, "detail", error)))]}
@@ -832,9 +831,7 @@ def admin_check_in(session_id: str):
         code = request.form.get("code", "")
         try:
             with runtime_of().unit_of_work() as uow:
-                row, registration = domain.check_in(
-                    uow, session_id, code, g.principal, domain.ticket_key(runtime_of().settings)
-                )
+                row, registration = domain.check_in(uow, session_id, code, g.principal, participant_links().ticket_key)
                 uow.commit()
             outcome = {"ok": True, "registration": registration, "row": row}
         except (domain.InvalidTicket, domain.CheckInRefused) as refusal:
