@@ -140,8 +140,11 @@ def retry_failed_deliveries(announcement_id):
 @blp.alt_response(401, description="No X-Gateway-Secret header, or not the configured secret")
 @blp.alt_response(404, description="No message with this reference")
 def gateway_status(data):
-    """The gateway reports what became of a message (`delivered` or `failed`). Called by the gateway, not by
-    people: it authenticates with the shared secret in `X-Gateway-Secret` (`LABINOV_SMS_GATEWAY_SECRET`)."""
+    """The gateway reports what became of a message: `delivered`, or `failed` (also `undelivered`,
+    `rejected`), which makes a message the gateway had accepted `bounced`. A report that arrives before the
+    sender recorded the gateway's answer is the outcome; a repeat, or one about a final message, changes
+    nothing. Called by the gateway, not by people: it authenticates with the shared secret in
+    `X-Gateway-Secret` (`LABINOV_SMS_GATEWAY_SECRET`)."""
     runtime = runtime_of()
     if not gateway.secret_matches(runtime.settings, request.headers.get("X-Gateway-Secret")):
         raise AuthError(401, "The gateway's status callback needs the shared secret in X-Gateway-Secret.")

@@ -8,7 +8,8 @@ names can be renamed for a gateway that wants others (``LABINOV_SMS_GATEWAY_FIEL
 Any 2xx is accepted (an ``"id"`` in a JSON answer is kept as ``gateway_id``). The gateway later reports the
 outcome to ``POST /notification/api/v1/gateway/status`` with the header ``X-Gateway-Secret:
 <LABINOV_SMS_GATEWAY_SECRET>`` and ``{"reference": "<delivery id>", "status": "delivered"|"failed",
-"error": "…"}`` (:func:`record_status`).
+"error": "…"}`` (:func:`record_status`; ``undelivered`` and ``rejected`` are read as ``failed``, which makes a
+message the gateway had accepted ``bounced``).
 
 **What goes by SMS/WhatsApp** — rows of ``gateway_deliveries``, their own work queue (one per cause,
 recipient and channel, the recipient being the person's e-mail address, their identity here; the phone is
@@ -48,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from services.notification import domain, rules, sending
 from services.notification.attempts import correlation_of, record_attempt
@@ -72,7 +73,8 @@ GATEWAY = "gateway"
 SEND_LEASE = timedelta(minutes=2)
 CONNECT_TIMEOUT, READ_TIMEOUT = 3.05, 10.0
 #: Callback statuses, as gateways spell them, and what they make of a message.
-CALLBACK_STATUSES = {"delivered": "delivered", "failed": "failed", "undelivered": "failed", "rejected": "failed"}
+#: A failure reported after the gateway accepted the message is a bounce (``bounced``): it was sent, it did not arrive.
+CALLBACK_STATUSES = {"delivered": "delivered", "failed": "bounced", "undelivered": "bounced", "rejected": "bounced"}
 gateway_deliveries = GatewayDelivery.__table__
 
 
@@ -356,6 +358,13 @@ def _finish(
         if queue.finish(token, [row.id], on=uow.session, **values):
             record_attempt(uow, row.id, status, error)
             _publish(uow, row, status, error)
+        elif gateway_id:  # its status callback was quicker and told the outcome (record_status); keep the id
+            c = gateway_deliveries.c
+            uow.session.execute(
+                update(gateway_deliveries)
+                .where(c.id == row.id, c.claim_token == token, c.gateway_id.is_(None))
+                .values(gateway_id=gateway_id)
+            )
         uow.commit()
 
 
@@ -391,37 +400,69 @@ def secret_matches(settings: Settings, given: str | None) -> bool:
 
 
 def record_status(uow: UnitOfWork, reference: str, reported: str, error: str | None = None) -> GatewayDelivery:
-    """The gateway says what became of message ``reference``: ``delivered`` or ``failed``. A report for a message
-    still ``sending`` (the gateway was quicker than our commit) or ``sent`` counts; a repeat, or a report about a
-    message that is already final, changes nothing. A failure after acceptance is told as ``notification.failed``."""
+    """The gateway says what became of message ``reference``: ``delivered``, or ``failed`` (also spelled
+    ``undelivered``/``rejected``) after it had accepted the message, which makes it ``bounced``.
+
+    Every outcome is told once, by whoever records it first:
+
+    * a report about a message still ``sending`` — the gateway was quicker than the sender's commit — is the
+      outcome: ``delivered`` is recorded with its attempt and ``notification.delivered`` here, and the sender's
+      own ``_finish`` then finds the row no longer pending (its guard) and writes nothing, so the event is
+      neither lost nor doubled;
+    * ``delivered`` about a ``sent`` message adds only ``delivered_at`` (the sender told
+      ``notification.delivered`` when the gateway accepted it);
+    * a failure about a ``sending`` or ``sent`` message makes it ``bounced``, told as ``notification.failed``;
+    * a repeat, or a report about a message already final (delivered, bounced, failed, cancelled), changes
+      nothing.
+
+    The change is a compare-and-set — ``UPDATE … WHERE status = <the state read>``, the row read ``FOR UPDATE``
+    on PostgreSQL — so the state it changed from is known: of two reports racing (the gateway retries its
+    callback), one changes the row and the other changes nothing, and a sender committing ``sent`` meanwhile
+    makes the report apply to ``sent`` (re-read and tried again) instead of being lost."""
     status = CALLBACK_STATUSES.get(reported.lower())
     if status is None:
         raise RuleViolation("Unknown status.", {"status": [f"Must be one of: {', '.join(CALLBACK_STATUSES)}."]})
-    row = uow.session.get(GatewayDelivery, reference)
+    row = uow.session.get(GatewayDelivery, reference, with_for_update=True)
     if row is None:
         raise NotFound(f"No gateway delivery {reference}.")
     c = gateway_deliveries.c
+    now = datetime.now(UTC)
     values: dict[str, Any] = {"status": status, "claimed_until": None}
     if status == "delivered":
-        values["delivered_at"] = datetime.now(UTC)
+        values.update(delivered_at=now, sent_at=func.coalesce(c.sent_at, now))
     else:
         values["last_error"] = (error or "the gateway reported a failure")[:2000]
-    changed = uow.session.execute(
-        update(gateway_deliveries).where(c.id == reference, c.status.in_(("sending", "sent"))).values(**values)
-    ).rowcount
+    before, changed = row.status, 0
+    for _attempt in range(3):  # compare-and-set on the state read; PostgreSQL's row lock makes one enough
+        if before not in ("sending", "sent"):
+            break
+        counted = {"attempts": c.attempts + 1} if before == "sending" else {}  # the try the sender won't record
+        changed = uow.session.execute(
+            update(gateway_deliveries).where(c.id == reference, c.status == before).values(**values, **counted)
+        ).rowcount
+        if changed:
+            break
+        uow.session.refresh(row)  # SQLite: the sender committed between our read and our write
+        before = row.status
     if changed:
         record_attempt(uow, reference, status, values.get("last_error"))
-        if status == "failed":
-            with correlation_of(row.correlation_id):
+        with correlation_of(row.correlation_id):
+            if status == "bounced":
                 _publish(uow, row, "failed", values["last_error"])
+            elif before == "sending":
+                _publish(uow, row, "delivered", None)
     uow.session.refresh(row)
     return row
 
 
 def counts_of_announcement(uow: UnitOfWork, announcement_id: str) -> dict[str, int]:
-    """The announcement's SMS/WhatsApp messages by state, for its progress beside the mail."""
-    from sqlalchemy import func
+    """The announcement's SMS/WhatsApp messages by state, for its progress beside the mail (``bounced``
+    counted as ``failed``)."""
 
     c = gateway_deliveries.c
     query = select(c.status, func.count()).where(c.announcement_id == announcement_id).group_by(c.status)
-    return dict(uow.session.execute(query).all())
+    counts: dict[str, int] = {}
+    for state, count in uow.session.execute(query).all():
+        state = "failed" if state == "bounced" else state  # the announcement's figures: it did not arrive
+        counts[state] = counts.get(state, 0) + count
+    return counts

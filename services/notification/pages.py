@@ -62,7 +62,7 @@ def _form_data(form) -> dict:
         audience[kind] = value
     else:
         audience = {"session_id": value, "statuses": form.getlist("statuses") or ["confirmed"]}
-    data = {"subject": form.get("subject", ""), "body": form.get("body", ""), "channels": ["email"]}
+    data = {"subject": form.get("subject", ""), "body": form.get("body", ""), "channels": form.getlist("channels")}
     if form.get("send_at"):
         data["send_at"] = form["send_at"]
     data["audience"] = audience

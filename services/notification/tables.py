@@ -173,8 +173,9 @@ class FloodCounter(Base):
 # --- the other channels: SMS and WhatsApp through a gateway, the in-app inbox, outgoing webhooks ------------
 
 #: States of an SMS or WhatsApp message. As a delivery's, plus ``delivered``: the gateway's status callback
-#: said the phone has it (``sent`` only says the gateway accepted it).
-GATEWAY_STATES = ("queued", "sending", "sent", "delivered", "failed", "cancelled")
+#: said the phone has it (``sent`` only says the gateway accepted it); ``bounced``: the callback said the
+#: message the gateway had accepted did not arrive.
+GATEWAY_STATES = ("queued", "sending", "sent", "delivered", "bounced", "failed", "cancelled")
 GATEWAY_CHANNELS = ("sms", "whatsapp")
 
 

@@ -284,7 +284,7 @@ def test_a_confirmation_also_goes_as_a_short_sms_when_configured_and_a_redeliver
     assert len(rows[0].text) <= rules.SHORT_TEXT_LIMIT
 
 
-def test_the_status_callback_needs_the_shared_secret_and_marks_the_message_delivered_or_failed(
+def test_the_status_callback_needs_the_shared_secret_and_marks_the_message_delivered_or_bounced(
     tmp_path, database_url, local_gateway
 ):
     from services.notification.app import create_app
@@ -313,10 +313,52 @@ def test_the_status_callback_needs_the_shared_secret_and_marks_the_message_deliv
     assert delivered.status_code == 200 and delivered.get_json()["status"] == "delivered"
     again = client.post(url, json={"reference": first.id, "status": "failed"}, headers=ok)
     assert again.get_json()["status"] == "delivered", "a final state is not overwritten"
-    failed = client.post(url, json={"reference": second.id, "status": "undelivered", "error": "phone off"}, headers=ok)
-    assert failed.get_json()["status"] == "failed" and failed.get_json()["last_error"] == "phone off"
+    bounced = client.post(url, json={"reference": second.id, "status": "undelivered", "error": "phone off"}, headers=ok)
+    assert bounced.get_json()["status"] == "bounced" and bounced.get_json()["last_error"] == "phone off"
+    assert outcome_events(runtime, second.id) == ["notification.delivered", "notification.failed"]
+    assert outcome_events(runtime, first.id) == ["notification.delivered"], "told once, when the gateway took it"
     assert client.post(url, json={"reference": "nope", "status": "delivered"}, headers=ok).status_code == 404
     assert client.post(url, json={"reference": first.id, "status": "lost"}, headers=ok).status_code == 422
+
+
+def outcome_events(runtime, delivery_id: str) -> list[str]:
+    """The ``notification.*`` events published about one delivery, in order."""
+    outbox = runtime.outbox.c
+    with runtime.engine.connect() as connection:
+        payloads = connection.execute(select(outbox.payload).order_by(outbox.id)).scalars()
+        return [e["type"] for e in map(json.loads, payloads) if e.get("subject") == delivery_id]
+
+
+def test_a_callback_quicker_than_the_senders_commit_is_the_outcome_told_once(tmp_path, database_url, local_gateway):
+    """The gateway reports ``delivered`` while its answer to the send is still on its way: the row is still
+    ``sending``. The report records the outcome and its event; the sender's own finish then writes nothing."""
+    from services.notification.app import create_app
+    from shared.tokens import load_private_key_pem
+
+    reports = []
+
+    def report_before_answering(body, n):
+        reports.append(client.post(url, json={"reference": body["ref"], "status": "delivered"}, headers=ok))
+        return 200, {}, {"id": f"gw-{n}"}
+
+    server = local_gateway(report_before_answering)
+    runtime = runtime_with(tmp_path, database_url, **gateway_env(server.url))
+    load_private_key_pem(runtime.settings)
+    client = create_app(runtime).test_client()
+    url, ok = "/notification/api/v1/gateway/status", {"X-Gateway-Secret": SECRET}
+    register(runtime, 1)
+    announce_by(runtime, ["sms"])
+    send_until_settled(
+        runtime, gateway.HttpGateway(runtime.settings), ChannelLimiter(runtime.engine, runtime.settings.channel_rates)
+    )
+    [row] = gateway_rows(runtime)
+    assert [r.status_code for r in reports] == [200] and reports[0].get_json()["status"] == "delivered"
+    assert (row.status, row.attempts, row.gateway_id) == ("delivered", 1, "gw-0")
+    assert row.sent_at is not None and row.delivered_at is not None
+    assert outcome_events(runtime, row.id) == ["notification.delivered"], "neither lost nor told twice"
+    with runtime.reading() as uow:
+        tries = uow.session.scalars(select(DeliveryAttempt.outcome).where(DeliveryAttempt.delivery_id == row.id))
+        assert list(tries) == ["delivered"]
 
 
 def test_the_channel_rate_holds_across_two_competing_loops(tmp_path, database_url, local_gateway):
