@@ -33,8 +33,9 @@ def runtime(tmp_path, postgres_url):
     runtime.engine.dispose()
 
 
-def statements_of_registering(runtime, session_id: str, person: dict) -> list[str]:
-    """The statements one registration sends, from opening its transaction to its commit."""
+def statements_of_registering(runtime, session_id: str, person: dict, links=None) -> list[str]:
+    """The statements one registration sends, from opening its transaction to its commit (its event carrying
+    the participant's link and ticket made with ``links``, as the app's views pass them)."""
     sent: list[str] = []
 
     def record(_connection, _cursor, statement, _parameters, _context, _executemany) -> None:
@@ -43,7 +44,7 @@ def statements_of_registering(runtime, session_id: str, person: dict) -> list[st
     event.listen(runtime.engine, "before_cursor_execute", record)
     try:
         with runtime.unit_of_work() as uow:
-            domain.register_participant(uow, session_id, person)
+            domain.register_participant(uow, session_id, person, links=links)
             uow.commit()
     finally:
         event.remove(runtime.engine, "before_cursor_execute", record)
@@ -56,12 +57,14 @@ def _with_questions(runtime, session_id: str) -> None:
         uow.commit()
 
 
+@pytest.mark.parametrize("with_links", [True, False], ids=["with-links", "without-links"])
 @pytest.mark.parametrize("capacity", [5, 0], ids=["confirmed", "waitlisted"])
-def test_registering_sends_exactly_the_lock_and_one_write_statement(runtime, capacity):
+def test_registering_sends_exactly_the_lock_and_one_write_statement(runtime, capacity, with_links):
+    links = domain.ParticipantLinks.from_settings(runtime.settings) if with_links else None
     session_id = create_session_directly(runtime, capacity=max(capacity, 1)).id
     if capacity == 0:  # fill the one seat first: the next registrant waits
-        statements_of_registering(runtime, session_id, participant(0))
-    sent = statements_of_registering(runtime, session_id, participant(1))
+        statements_of_registering(runtime, session_id, participant(0), links)
+    sent = statements_of_registering(runtime, session_id, participant(1), links)
 
     assert len(sent) == 2, sent
     assert sent[0].startswith("SELECT lab_sessions.id") and sent[0].endswith("FOR NO KEY UPDATE OF lab_sessions")
