@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
@@ -40,13 +41,13 @@ def as_received(delivery: Delivery):
 
 
 def confirmed(registration_data, **overrides) -> dict:
-    return registration_data(
-        name="Ni Luh Putu Ayu Sekarwangi Dé",
-        manage_url="https://labinov.example/registration/r/7d1c?token=abc",
-        ticket_code="ABCD-EFGH-JKLM-NPQR",
-        session_ends_at=datetime(2026, 12, 7, 4, 0, tzinfo=UTC),
-        **overrides,
-    )
+    fields = {
+        "name": "Ni Luh Putu Ayu Sekarwangi Dé",
+        "manage_url": "https://labinov.example/registration/r/7d1c?token=abc",
+        "ticket_code": "ABCD-EFGH-JKLM-NPQR",
+        "session_ends_at": datetime(2026, 12, 7, 4, 0, tzinfo=UTC),
+    }
+    return registration_data(**{**fields, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -81,6 +82,69 @@ def test_a_confirmation_has_text_and_html_the_ticket_qr_inline_and_the_calendar_
     assert entry.decoded("DTSTART") == datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
     assert entry.decoded("DTEND") == datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
     assert str(entry["LOCATION"]) == "Kantor Gubernur Kaltara, Tanjung Selor"
+
+
+MANAGE = "https://labinov.example/registration/manage/7d1c?token=eyJ.abc-_&x"
+
+
+def button_to(html: str, url: str) -> bool:
+    """Whether the HTML has the manage link as a button: an ``<a>`` to ``url`` styled as one."""
+    escaped = url.replace("&", "&amp;")
+    return re.search(rf'<a href="{re.escape(escaped)}" style="display:inline-block;background:', html) is not None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "language", "says", "ticket_says"),
+    [
+        ("registration.confirmed", "id", "telah DIKONFIRMASI", "Kode tiket (tunjukkan di pintu masuk): "),
+        ("registration.confirmed", "en", "is CONFIRMED", "Ticket code (show it at the door): "),
+        ("registration.promoted", "id", "naik dari daftar tunggu", "Kode tiket (tunjukkan di pintu masuk): "),
+        ("registration.promoted", "en", "moved up from the waiting list", "Ticket code (show it at the door): "),
+    ],
+)
+def test_a_seat_s_mail_shows_the_link_as_a_button_and_a_url_the_ticket_inline_and_attaches_the_calendar_entry(
+    runtime, registration_data, event_type, language, says, ticket_says
+):
+    data = confirmed(registration_data, language=language, manage_url=MANAGE)
+    [delivery] = handle(runtime, event_type, data)
+
+    assert delivery.ticket_code == "ABCD-EFGH-JKLM-NPQR" and delivery.ics
+    mail = as_received(delivery)
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert says in text and ticket_says + "ABCD-EFGH-JKLM-NPQR" in text
+    assert MANAGE in text.split()  # the whole link, on a line of its own words, as a reader copies it
+    assert button_to(html, MANAGE)
+    assert "ABCD-EFGH-JKLM-NPQR</code>" in html
+    [qr] = [part for part in mail.walk() if part.get_content_type() == "image/png"]
+    assert qr.get_content().startswith(b"\x89PNG") and qr["Content-Disposition"].startswith("inline")
+    assert f'src="cid:{qr["Content-ID"][1:-1]}"' in html
+    [ics] = [part for part in mail.iter_attachments() if part.get_content_type() == "text/calendar"]
+    [entry] = Calendar.from_ical(ics.get_content()).walk("VEVENT")
+    assert str(entry["SUMMARY"]) == data["session_title"]
+    assert str(entry["DESCRIPTION"]) == MANAGE
+
+
+@pytest.mark.parametrize(("language", "says"), [("id", "pada urutan ke-2"), ("en", "at number 2")])
+def test_a_waiting_list_mail_shows_the_place_and_the_link_and_no_ticket(runtime, registration_data, language, says):
+    data = registration_data(status="waitlisted", waitlist_position=2, language=language, manage_url=MANAGE)
+    [delivery] = handle(runtime, "registration.waitlisted", data)
+
+    mail = as_received(delivery)
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert says in text and MANAGE in text.split()
+    assert button_to(html, MANAGE)
+    assert delivery.ticket_code is None and "cid:" not in html
+    assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_cancellation_mail_has_no_link_even_if_an_event_brought_one(runtime, registration_data):
+    data = registration_data(status="cancelled", manage_url=MANAGE, ticket_code="ABCD-EFGH-JKLM-NPQR")
+    [delivery] = handle(runtime, "registration.cancelled", data)
+
+    assert "token=" not in delivery.body and "token=" not in delivery.html_body
+    assert delivery.ticket_code is None and delivery.ics is None
 
 
 def test_an_english_reader_gets_english_only_and_an_indonesian_one_a_short_english_summary(runtime, registration_data):
