@@ -13,6 +13,7 @@ that must stay free of Flask (domain modules, workers, commands) imports them fr
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = [
     "public",
     "read_or_create_secret",
     "requires",
+    "requires_shared_secret",
 ]
 
 
@@ -82,6 +84,31 @@ def public(view: Callable[..., Any]) -> Callable[..., Any]:
     view.labinov_roles = ("anyone",)  # type: ignore[attr-defined]
     _document(view, view, security=[], who="anyone, without a token")
     return view
+
+
+def requires_shared_secret(
+    header: str, secret_of: Callable[[Settings], str | None], caller: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Allow only another system that holds a configured shared secret — a gateway's or a mail provider's
+    callback, which has no Labinov token. The secret comes in ``header`` and is compared in constant time with
+    ``secret_of(settings)``; a missing or wrong one is a 401, and so is every call while none is configured.
+    The OpenAPI document lists the header as an ``apiKey`` scheme of that name (added by the app factory)."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            expected = secret_of(current_app.extensions["labinov"].settings)
+            given = request.headers.get(header)
+            if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+                raise AuthError(401, f"This endpoint is for {caller}: it needs the shared secret in {header}.")
+            return view(*args, **kwargs)
+
+        wrapper.labinov_roles = ("shared secret",)  # type: ignore[attr-defined]
+        wrapper.labinov_secret_header = header  # type: ignore[attr-defined]
+        _document(wrapper, view, security=[{header: []}], who=f"{caller}, with the shared secret in `{header}`")
+        return wrapper
+
+    return decorator
 
 
 def _document(wrapper: Any, view: Any, security: list, who: str) -> None:

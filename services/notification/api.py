@@ -17,7 +17,6 @@ Who commits: each view opens its unit of work and commits it once the domain ope
 
 from __future__ import annotations
 
-from flask import request
 from flask_smorest import Blueprint
 
 from services.notification import announcements, domain, gateway, inbox, webhooks
@@ -36,7 +35,7 @@ from services.notification.schemas import (
     WebhookDeliverySchema,
     WebhookSchema,
 )
-from shared.auth import AuthError, current_principal, public, requires
+from shared.auth import current_principal, requires, requires_shared_secret
 from shared.errors import NotFound
 from shared.http import PageQuerySchema, runtime_of
 from shared.idempotency import idempotent
@@ -134,7 +133,7 @@ def retry_failed_deliveries(announcement_id):
 
 
 @blp.post("/gateway/status")
-@public
+@requires_shared_secret("X-Gateway-Secret", lambda settings: settings.sms_gateway_secret, "the SMS/WhatsApp gateway")
 @blp.arguments(GatewayStatusSchema)
 @blp.response(200, GatewayDeliverySchema)
 @blp.alt_response(401, description="No X-Gateway-Secret header, or not the configured secret")
@@ -145,10 +144,7 @@ def gateway_status(data):
     sender recorded the gateway's answer is the outcome; a repeat, or one about a final message, changes
     nothing. Called by the gateway, not by people: it authenticates with the shared secret in
     `X-Gateway-Secret` (`LABINOV_SMS_GATEWAY_SECRET`)."""
-    runtime = runtime_of()
-    if not gateway.secret_matches(runtime.settings, request.headers.get("X-Gateway-Secret")):
-        raise AuthError(401, "The gateway's status callback needs the shared secret in X-Gateway-Secret.")
-    with runtime.unit_of_work() as uow:
+    with runtime_of().unit_of_work() as uow:
         row = gateway.record_status(uow, data["reference"], data["status"], data["error"])
         uow.commit()
         return row

@@ -39,7 +39,6 @@ The row stays ``sending`` until its lease ends and is sent again — with the sa
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -389,14 +388,6 @@ def gateway_loop(runtime: ServiceRuntime, stop: threading.Event, poll_interval: 
 
 
 # --- the gateway's status callback ------------------------------------------------------------------------------
-
-
-def secret_matches(settings: Settings, given: str | None) -> bool:
-    """Whether ``given`` is the configured callback secret (compared in constant time; none configured: never)."""
-    expected = settings.sms_gateway_secret
-    if not expected or not given:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def record_status(uow: UnitOfWork, reference: str, reported: str, error: str | None = None) -> GatewayDelivery:

@@ -22,12 +22,15 @@ def api_views(app: Flask) -> dict:
     return {endpoint: view for endpoint, view in app.view_functions.items() if "_api." in endpoint}
 
 
-def protected_calls(app: Flask) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """``(endpoint, method, url, roles)`` of every API route that needs a token, path params filled."""
+def protected_calls(app: Flask, kind: str = "token") -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """``(endpoint, method, url, roles)`` of every API route that needs a token (``kind="token"``) or another
+    system's shared secret (``kind="shared secret"``), path params filled."""
     calls = []
     for rule in app.url_map.iter_rules():
         roles = getattr(app.view_functions[rule.endpoint], "labinov_roles", ("anyone",))
         if "_api." not in rule.endpoint or roles == ("anyone",):
+            continue
+        if (roles == ("shared secret",)) != (kind == "shared secret"):
             continue
         url = re.sub(r"<(?:[^:<>]+:)?[^<>]+>", str(uuid.uuid4()), rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
@@ -63,6 +66,35 @@ def test_a_protected_endpoint_without_a_token_answers_401_with_a_challenge(app_f
         assert response.status_code == 401, endpoint
         assert response.mimetype == "application/problem+json", endpoint
         assert response.headers.get("WWW-Authenticate", "").startswith("Bearer"), endpoint
+
+
+def test_an_endpoint_for_another_system_refuses_every_caller_without_its_shared_secret(app_for, data_env, mint_token):
+    """The gateway's status callback (and any later endpoint for another system): no secret, a wrong one, a
+    token of any role instead of it, or none configured at all — 401, and the view never runs."""
+    from services.notification.app import create_app
+    from services.notification.bootstrap import bootstrap
+
+    app = app_for("notification")
+    calls = protected_calls(app, kind="shared secret")
+    assert [endpoint for endpoint, *_ in calls] == ["notification_api.gateway_status"]
+    configured = create_app(
+        bootstrap(load_settings("notification", {**data_env, "LABINOV_SMS_GATEWAY_SECRET": "s3cret-gw"}))
+    )
+    settings = configured.extensions["labinov"].settings
+    for endpoint, method, url, _roles in calls:
+        header = configured.view_functions[endpoint].labinov_secret_header
+        for headers in (
+            {},
+            {header: "wrong"},
+            {header: "s3cret-g"},
+            {"Authorization": f"Bearer {mint_token(settings, 'organiser')}"},
+        ):
+            response = configured.test_client().open(url, method=method, json={}, headers=headers)
+            assert response.status_code == 401 and response.mimetype == "application/problem+json", (endpoint, headers)
+        unconfigured = app.test_client().open(url, method=method, json={}, headers={header: ""})
+        assert unconfigured.status_code == 401, endpoint
+        passed = configured.test_client().open(url, method=method, json={}, headers={header: "s3cret-gw"})
+        assert passed.status_code == 422, "the right secret reaches the view, which checks the body"
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -92,10 +92,14 @@ def test_operations_that_need_a_role_list_the_bearer_scheme_and_public_ones_list
     spec = document(*service_and_app)
 
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    schemes = spec["components"]["securitySchemes"]
     for path, method, operation in operations(spec):
         public = operation["description"].startswith("**Who may call:** anyone")
-        expected = [] if public else [{"bearerAuth": []}]
+        secret = re.search(r"with the shared secret in `([^`]+)`", operation["description"])
+        expected = [] if public else [{secret.group(1): []}] if secret else [{"bearerAuth": []}]
         assert operation.get("security") == expected, f"{method} {path}"
+        if secret:  # another system's header, described as such
+            assert schemes[secret.group(1)] == {"type": "apiKey", "in": "header", "name": secret.group(1)}
 
 
 def test_the_document_names_the_roles_the_view_enforces(service_and_app):
