@@ -34,7 +34,7 @@ from sqlalchemy import bindparam, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.orm import Session
 
-from services.notification import messages, rules
+from services.notification import inbox, messages, rules, webhooks
 from services.notification.messages import local_time, render
 from services.notification.tables import (
     Delivery,
@@ -66,6 +66,7 @@ REGISTRATION_MAILS = {
     ("registration.promoted", "confirmed"): "registration_promoted",
     ("registration.cancelled", "cancelled"): "registration_cancelled",
 }
+REGISTRATION_TYPES = frozenset(event_type for event_type, _status in REGISTRATION_MAILS)
 #: Registrants told about a change to their session: those who hold a seat or wait for one.
 SESSION_AUDIENCE = ("confirmed", "waitlisted")
 #: Events older than any real one: a check-in heard before its registration writes a row that the
@@ -328,14 +329,20 @@ def notify_registration(uow: UnitOfWork, event: Event, timezone: tzinfo, hourly_
 # --- a registration event in one statement (PostgreSQL) -------------------------------------------------------
 #
 # The consumer's hot path: a registration event updates three projections, counts the hourly cap, writes
-# the delivery and rings the mail senders. Statement by statement that is six round trips while the
-# consumer thread waits; on PostgreSQL they are one statement: the projections' upserts and the cap's
-# counter are data-modifying CTEs of the delivery's INSERT, whose RETURNING rings the senders (pg_notify,
-# sent at commit) and reads the counter back. The parts touch different tables and none reads another's
-# effect except the delivery reading the counter's RETURNING — the one way PostgreSQL lets a statement see
-# a CTE's write. What the rule says about the count (rules.within_hourly_cap) is still decided here, in
-# Python: over the cap, the new delivery is turned ``held`` by one more UPDATE before the commit, so no
-# sender ever sees it queued. SQLite (in-process: a statement costs microseconds) keeps the plain path.
+# the delivery, copies it into the registration's in-app inbox, queues one delivery per subscribed webhook
+# and rings the mail senders (and the webhook loops). Statement by statement that is eight round trips while
+# the consumer thread waits; on PostgreSQL they are one statement: every write is a data-modifying CTE of one
+# SELECT that reads back the new delivery's id and the counter. The parts touch different tables and none
+# reads another's effect except through a CTE's RETURNING — the one way PostgreSQL lets a statement see a
+# CTE's write: the inbox copy is an INSERT … SELECT from the delivery's RETURNING (so it is written exactly
+# when the delivery is: a cause whose delivery already existed had its copy written with it), the final SELECT
+# reads the counter's. The delivery's RETURNING rings the senders, the webhook insert's the webhook loops
+# (pg_notify, sent at commit, and only for rows written). The webhook insert reads the subscriptions in SQL
+# (services.notification.webhooks.deliveries_of_event): no lookup in Python, no cache to invalidate. What the
+# rule says about the count (rules.within_hourly_cap) is still decided here, in Python: over the cap, the new
+# delivery is turned ``held`` by one more UPDATE before the commit, so no sender ever sees it queued (its inbox
+# copy stays, as on the plain path). SQLite (in-process: a statement costs microseconds) keeps the plain path,
+# and the handler (channels.after_event) then writes the inbox copy and the webhook deliveries itself.
 
 _RECIPIENT_COLUMNS = tuple(_recipient_values({"email": "", "name": ""}))
 _REGISTRATION_COLUMNS = (
@@ -355,7 +362,7 @@ def _bound(table, prefix: str, columns: Sequence[str]) -> dict[str, Any]:
 
 
 @functools.cache
-def _registration_mail_statement(channel: str, capped: bool):
+def _registration_mail_statement(channel: str, webhook_channel: str, capped: bool):
     """The one statement of :func:`_write_registration_mail`, made once per channel and cap setting."""
     recipients, registrations, sessions = Recipient.__table__, RegistrationView.__table__, SessionView.__table__
     recipient = postgresql_insert(recipients).values(_bound(recipients, "r_", _RECIPIENT_COLUMNS))
@@ -376,10 +383,21 @@ def _registration_mail_statement(channel: str, capped: bool):
         set_=session_changes,
         where=sessions.c.event_time <= session.excluded.event_time,
     )
+    d = deliveries.c
     delivery = postgresql_insert(deliveries).values(_bound(deliveries, "d_", _DELIVERY_COLUMNS))
     delivery = delivery.on_conflict_do_nothing(index_elements=["caused_by", "recipient", "channel"])
-    returned: list[Any] = [literal_column(wakeup.notify_statement(channel)).label("rung")]
-    parts = [recipient.cte("recipient_kept"), registration.cte("registration_kept"), session.cte("session_kept")]
+    written = delivery.returning(
+        d.id, d.caused_by, d.template, d.subject, d.body, literal_column(wakeup.notify_statement(channel)).label("rung")
+    ).cte("delivery_written")
+    parts = [
+        recipient.cte("recipient_kept"),
+        registration.cte("registration_kept"),
+        session.cte("session_kept"),
+        written,
+        inbox.copy_of_written_mail(written).cte("inbox_copied"),
+        webhooks.deliveries_of_event(webhook_channel).cte("webhooks_queued"),
+    ]
+    returned: list[Any] = [select(written.c.id).scalar_subquery().label("delivery_id")]
     if capped:
         flood = FloodCounter.__table__
         counted = postgresql_insert(flood).values({**_bound(flood, "f_", ("email", "hour")), "count": 1})
@@ -389,31 +407,42 @@ def _registration_mail_statement(channel: str, capped: bool):
         counter = counted.cte("counted")
         parts.insert(0, counter)
         returned.append(select(counter.c["count"]).scalar_subquery().label("count_this_hour"))
-    return delivery.returning(*returned).add_cte(*parts)
+    return select(*returned).add_cte(*parts)
 
 
 def _write_registration_mail(uow: UnitOfWork, event: Event, message: Message, hourly_cap: int | None) -> int:
-    """The projections, the hourly cap and the delivery of one registration event in one statement (see
-    above); 1 if the delivery is new, 0 if this cause had already written it."""
+    """The projections, the hourly cap, the delivery, its inbox copy and the webhook deliveries of one registration
+    event in one statement (see above); 1 if the delivery is new, 0 if this cause had already written it."""
     row = _delivery_row(message, event.id, event.correlationid, datetime.now(UTC), utcnow(), True, None)
     values = {
         **{f"r_{name}": value for name, value in _recipient_values(event.data).items()},
         **{f"v_{name}": value for name, value in _registration_values(event).items()},
         **{f"s_{name}": value for name, value in _session_values_of_registration(event).items()},
         **{f"d_{name}": row[name] for name in _DELIVERY_COLUMNS},
+        **inbox.copy_values(event.data["registration_id"]),
+        **webhooks.delivery_values(event),
     }
     capped = hourly_cap is not None
     if capped:
         values.update(f_email=message.recipient, f_hour=rules.hour_of(utcnow()))
-    statement = _registration_mail_statement(wakeup.channel(uow.source.strip("/"), DELIVERIES), capped)
-    written = uow.session.execute(statement, values).first()
-    if written is None:  # the same cause already wrote this delivery (two workers raced on the event)
+    service = uow.source.strip("/")
+    statement = _registration_mail_statement(
+        wakeup.channel(service, DELIVERIES), wakeup.channel(service, webhooks.WEBHOOKS), capped
+    )
+    written = uow.session.execute(statement, values).one()
+    if written.delivery_id is None:  # the same cause already wrote this delivery (two workers raced on the event)
         return 0
     if capped and not rules.within_hourly_cap(written.count_this_hour, hourly_cap):
         uow.session.execute(
             update(deliveries).where(deliveries.c.id == row["id"]).values(status="held", last_error=HELD_ERROR)
         )
     return 1
+
+
+def writes_other_channels_together(uow: UnitOfWork, event: Event) -> bool:
+    """Whether :func:`notify_registration` wrote ``event``'s inbox copy and webhook deliveries itself (in its one
+    statement, on PostgreSQL), so that the handler does not write them again."""
+    return event.type in REGISTRATION_TYPES and uow.session.get_bind().dialect.name == "postgresql"
 
 
 def _shown(key: str, value: Any, timezone: tzinfo) -> str | None:

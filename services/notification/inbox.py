@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
 from services.notification.tables import Delivery, InboxMessage, RegistrationView
 from shared.clock import UTCDateTime
@@ -62,6 +63,31 @@ def _row(registration_id: str, caused_by: str, template: str, subject: str, body
         "body": body,
         "created_at": datetime.now(UTC),
     }
+
+
+def copy_of_written_mail(written: Any) -> Any:
+    """PostgreSQL: the inbox copy of a registration's mail as an ``INSERT … SELECT`` from ``written``, the CTE
+    of the mail's own ``INSERT … RETURNING`` (id, caused_by, template, subject, body) — a part of a registration
+    event's one statement (:mod:`services.notification.domain`); its values are :func:`copy_values`. It copies
+    exactly what that statement wrote, so the copy and the mail are written together or not at all."""
+    c = written.c
+    mail = select(
+        bindparam("i_id", type_=inbox_messages.c.id.type),
+        bindparam("i_registration_id", type_=inbox_messages.c.registration_id.type),
+        c.caused_by,
+        c.template,
+        func.substr(c.subject, 1, 300),
+        c.body,
+        bindparam("i_created_at", type_=inbox_messages.c.created_at.type),
+    )
+    columns = ["id", "registration_id", "caused_by", "template", "subject", "body", "created_at"]
+    statement = postgresql_insert(inbox_messages).from_select(columns, mail)
+    return statement.on_conflict_do_nothing(index_elements=["caused_by", "registration_id"])
+
+
+def copy_values(registration_id: str) -> dict[str, Any]:
+    """The values of :func:`copy_of_written_mail` for the registration whose mail it copies."""
+    return {"i_id": new_id(), "i_registration_id": registration_id, "i_created_at": datetime.now(UTC)}
 
 
 def copy_event_messages(uow: UnitOfWork, event: Event) -> int:

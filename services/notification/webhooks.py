@@ -15,7 +15,16 @@ a name that resolves differently a moment later cannot slip past. Redirects are 
 
 **Queueing.** The event handlers call :func:`queue_for_event` in the handler's transaction: one
 ``webhook_deliveries`` row per active webhook subscribed to the event's type, ``ON CONFLICT DO NOTHING`` on
-the unique ``(event_id, webhook_id)``, so a redelivered event or two racing workers queue it once.
+the unique ``(event_id, webhook_id)``, so a redelivered event or two racing workers queue it once. On
+PostgreSQL that is one ``INSERT … SELECT`` from ``webhooks`` (:func:`deliveries_of_event`: the subscription
+is matched in SQL, so there is no lookup in Python and no cache to invalidate when an organiser adds or
+switches off a webhook — the statement reads the table as the transaction sees it), whose ``RETURNING``
+rings the webhook loops; a registration event runs it as a part of its one statement
+(:func:`services.notification.domain.notify_registration`). SQLite reads the subscriptions and inserts.
+
+**What a webhook is sent** (:func:`payload_of`): the event's type, time, id and data — without
+``manage_url``, the participant's own link, which carries their secret token: it is for the participant's
+mail, never for an organiser's endpoint.
 
 **Sending** (:func:`send_due`, the worker's webhook loop, any number of them): claim due rows with a lease
 (:class:`shared.workqueue.WorkQueue`); for each, renew the lease, resolve and check the host, and ``POST`` the
@@ -34,6 +43,7 @@ switched off with the reason; its remaining deliveries are cancelled as they com
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -49,7 +59,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, Insert, String, bindparam, case, cast, func, literal, literal_column, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
 from services.notification import rules
 from services.notification.attempts import record_attempt
@@ -60,6 +72,7 @@ from shared.clock import utcnow
 from shared.db import UnitOfWork, insert_or_update
 from shared.errors import NotFound, RuleViolation
 from shared.events import Event
+from shared.messaging import wakeup
 from shared.messaging.topology import SUBSCRIPTIONS
 from shared.runtime import ServiceRuntime
 from shared.workqueue import WorkQueue
@@ -217,15 +230,26 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"{value!r} is not JSON serialisable")
 
 
+#: Fields of an event's data that no webhook is sent: the participant's manage link carries their token.
+PRIVATE_FIELDS = frozenset({"manage_url"})
+
+
 def payload_of(event: Event) -> str:
-    """The body every subscribed webhook gets for ``event`` (Standard Webhooks' ``type``/``timestamp``/``data``)."""
-    body = {"type": event.type, "timestamp": event.time.isoformat(), "event_id": event.id, "data": event.data}
+    """The body every subscribed webhook gets for ``event`` (Standard Webhooks' ``type``/``timestamp``/``data``),
+    without the participant's private fields (:data:`PRIVATE_FIELDS`)."""
+    data = event.data
+    if isinstance(data, dict) and not PRIVATE_FIELDS.isdisjoint(data):
+        data = {key: value for key, value in data.items() if key not in PRIVATE_FIELDS}
+    body = {"type": event.type, "timestamp": event.time.isoformat(), "event_id": event.id, "data": data}
     return json.dumps(body, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
 def queue_for_event(uow: UnitOfWork, event: Event) -> int:
     """One delivery of ``event`` per active webhook subscribed to its type, in the handler's transaction; how many
-    were new (a redelivered event writes none)."""
+    were new (a redelivered event writes none). One statement on PostgreSQL (see the module docstring)."""
+    if uow.session.get_bind().dialect.name == "postgresql":
+        statement = deliveries_of_event(wakeup.channel(uow.source.strip("/"), WEBHOOKS))
+        return len(uow.session.execute(statement, delivery_values(event)).all())
     subscribed = [
         webhook_id
         for webhook_id, event_types in uow.session.execute(
@@ -255,6 +279,44 @@ def queue_for_event(uow: UnitOfWork, event: Event) -> int:
     )
     uow.notify_after_commit(WEBHOOKS)
     return uow.session.execute(statement, rows).rowcount or 0
+
+
+def delivery_values(event: Event) -> dict[str, Any]:
+    """The values of :func:`deliveries_of_event` for ``event`` (its bind parameters are named ``w_…``)."""
+    return {
+        "w_event_id": event.id,
+        "w_event_type": event.type,
+        "w_payload": payload_of(event),
+        "w_next_attempt_at": utcnow(),
+        "w_created_at": datetime.now(UTC),
+    }
+
+
+@functools.cache
+def deliveries_of_event(channel: str) -> Insert:
+    """PostgreSQL: ``INSERT INTO webhook_deliveries … SELECT … FROM webhooks WHERE active AND event_types @>
+    [type]`` — one row per subscribed webhook, ids made by the database (``msg_`` + a random UUID's hex, as in
+    Python), ``ON CONFLICT DO NOTHING`` on ``(event_id, webhook_id)``, its ``RETURNING`` ringing ``channel``
+    (``pg_notify``, sent at commit, only if a row was written). Made once per channel; also a CTE of a
+    registration event's one statement, since PostgreSQL runs a data-modifying CTE to completion, ``RETURNING``
+    included, whether or not it is read."""
+    w, d = webhooks.c, webhook_deliveries.c
+    event_type = cast(bindparam("w_event_type", type_=String), String)
+    subscribed = select(
+        (literal("msg_") + func.replace(cast(func.gen_random_uuid(), String), "-", "")).label("id"),
+        w.id,
+        bindparam("w_event_id", type_=d.event_id.type),
+        event_type,
+        bindparam("w_payload", type_=d.payload.type),
+        literal("queued"),
+        literal(0),
+        bindparam("w_next_attempt_at", type_=d.next_attempt_at.type),
+        bindparam("w_created_at", type_=d.created_at.type),
+    ).where(w.active.is_(True), cast(w.event_types, JSONB).contains(func.jsonb_build_array(event_type)))
+    columns = ["id", "webhook_id", "event_id", "event_type", "payload", "status", "attempts", "next_attempt_at"]
+    statement = postgresql_insert(webhook_deliveries).from_select([*columns, "created_at"], subscribed)
+    statement = statement.on_conflict_do_nothing(index_elements=["event_id", "webhook_id"])
+    return statement.returning(literal_column(wakeup.notify_statement(channel)).label("rung"))
 
 
 # --- sending ---------------------------------------------------------------------------------------------------

@@ -295,8 +295,14 @@ class PipelineBench:
             lines.append(f"skipped PostgreSQL + RabbitMQ: {postgres_problem() or rabbitmq_problem()}")
         for settings, run in self.runs():
             self.progress(f"pipeline on {settings.title}: {settings.rate}/s for {settings.seconds} s ...")
-            with tempfile.TemporaryDirectory() as tmp:
-                lines += run(Path(tmp), settings)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    lines += run(Path(tmp), settings)
+            except Exception as exc:  # one run's failure (e.g. a process too slow to start) keeps the others' figures
+                lines.append(
+                    f"### {settings.title}: {settings.rate}/s, {settings.notification_workers} notification worker "
+                    f"process(es): FAILED: {type(exc).__name__}: {exc}"[:2000]
+                )
         return lines
 
     def on_servers(self, root: Path, settings: PipelineRun) -> list[str]:

@@ -143,3 +143,106 @@ def test_a_message_with_an_unreadable_attempt_header_counts_as_the_first_attempt
     assert outcome == "retried"
     [retry] = outbox_rows(runtime)
     assert retry["headers"][ATTEMPT_HEADER] == 2
+
+
+# --- batches: the messages already here, in one transaction -------------------------------------------------
+
+
+@pytest.fixture
+def events(registration_data):
+    """``events(n)``: n registration.confirmed message bodies, each its own registration and address."""
+
+    def make(n: int) -> list[dict]:
+        made = []
+        for i in range(1, n + 1):
+            data = registration_data(registration_id=f"7d1c1a8e-0000-4000-8000-{i:012d}", email=f"p{i}@kaltara.id")
+            made.append(
+                json.loads(
+                    json.dumps(
+                        make_event("registration.confirmed", data, source="/registration", correlation_id=f"c-{i}"),
+                        default=str,
+                    )
+                )
+            )
+        return made
+
+    return make
+
+
+def fails_for(email: str):
+    """HANDLERS' registration handler, except that it writes and then fails for ``email``."""
+
+    def handle(uow, event):
+        HANDLERS["registration.confirmed"](uow, event)
+        if event.data["email"] == email:
+            uow.session.flush()
+            raise RuntimeError("template store unavailable")
+
+    return {"registration.confirmed": handle}
+
+
+def deliveries_to(runtime) -> list[str]:
+    with runtime.engine.connect() as connection:
+        return sorted(connection.scalars(select(Delivery.recipient)))
+
+
+def test_a_batch_handles_each_new_event_once_and_a_redelivered_one_is_a_duplicate(runtime, events):
+    first, second, third = events(3)
+    consumer = processor(runtime)
+    assert consumer.process(second, {}) == "handled"  # handled before: this batch brings it again
+
+    outcomes = consumer.process_batch([(first, {}), (second, {}), (third, {})])
+
+    assert outcomes == ["handled", "duplicate", "handled"]
+    assert deliveries_to(runtime) == ["p1@kaltara.id", "p2@kaltara.id", "p3@kaltara.id"]
+    assert count(runtime, runtime.inbox) == 3
+
+
+def test_the_same_event_twice_in_one_batch_is_handled_once(runtime, events):
+    [event] = events(1)
+    other = events(2)[1]
+
+    assert processor(runtime).process_batch([(event, {}), (other, {}), (event, {})]) == [
+        "handled",
+        "handled",
+        "duplicate",
+    ]
+    assert deliveries_to(runtime) == ["p1@kaltara.id", "p2@kaltara.id"]
+
+
+def test_a_failing_event_in_a_batch_is_retried_alone_and_the_others_are_handled(runtime, events):
+    batch = events(3)
+    consumer = processor(runtime, fails_for("p2@kaltara.id"), max_attempts=5)
+
+    outcomes = consumer.process_batch([(body, {ATTEMPT_HEADER: 1}) for body in batch])
+
+    assert outcomes == ["handled", "retried", "handled"]
+    assert deliveries_to(runtime) == ["p1@kaltara.id", "p3@kaltara.id"], "nothing of the failing event is written"
+    with runtime.engine.connect() as connection:
+        inbox = set(connection.scalars(select(runtime.inbox.c.event_id)))
+    assert inbox == {batch[0]["id"], batch[2]["id"]}
+    [retry] = outbox_rows(runtime)
+    assert retry["event_id"] == batch[1]["id"] and retry["headers"][ATTEMPT_HEADER] == 2
+
+
+def test_unfit_messages_in_a_batch_are_dead_lettered_and_the_fitting_ones_handled(runtime, events):
+    first, second = events(2)
+
+    outcomes = processor(runtime).process_batch([({"hello": "world"}, None), (first, {}), (second, {})])
+
+    assert outcomes == ["dead", "handled", "handled"]
+    [dead] = outbox_rows(runtime)
+    assert dead["exchange"] == "labinov.dead" and dead["payload"] == {"hello": "world"}
+    assert len(deliveries_to(runtime)) == 2
+
+
+def test_a_batch_whose_database_is_away_records_nothing_and_asks_for_every_message_again(runtime, events):
+    batch = events(2)
+
+    def broken_unit_of_work():
+        raise OSError("database unavailable")
+
+    consumer = EventProcessor("notification", HANDLERS, broken_unit_of_work, runtime.inbox, max_attempts=5)
+
+    assert consumer.process_batch([(body, {}) for body in batch]) == [None, None]
+    assert deliveries_to(runtime) == []
