@@ -71,6 +71,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "LABINOV_SMS_GATEWAY_TOKEN": "sent to the gateway as Authorization: Bearer <token>",
     "LABINOV_SMS_GATEWAY_SECRET": "the shared secret the gateway's status callback (POST "
     "/notification/api/v1/gateway/status) sends in X-Gateway-Secret; unset = every callback is refused",
+    "LABINOV_MAIL_BOUNCE_SECRET": "the shared secret a mail provider's bounce report (POST "
+    "/notification/api/v1/mail/bounces) sends in X-Bounce-Secret; unset = every bounce report is refused",
     "LABINOV_SMS_GATEWAY_FIELDS": "the gateway's names for the body fields, e.g. to=msisdn,text=message "
     "(to, text, channel, reference); unset = those names",
     "LABINOV_WHATSAPP_GATEWAY_URL": "a separate gateway for WhatsApp; unset = the SMS gateway (channel says which)",
@@ -125,6 +127,8 @@ class Settings:
     sms_gateway_url: str | None = None
     sms_gateway_token: str | None = None
     sms_gateway_secret: str | None = None
+    #: the shared secret of bounce reports about accepted mail (``services/notification/bounces.py``)
+    mail_bounce_secret: str | None = None
     whatsapp_gateway_url: str | None = None
     #: the gateway's names for the body fields ``to``, ``text``, ``channel``, ``reference``
     sms_gateway_fields: tuple[tuple[str, str], ...] = ()
@@ -365,6 +369,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         sms_gateway_url=_url(env, "LABINOV_SMS_GATEWAY_URL", ("http", "https")),
         sms_gateway_token=env.get("LABINOV_SMS_GATEWAY_TOKEN") or None,
         sms_gateway_secret=env.get("LABINOV_SMS_GATEWAY_SECRET") or None,
+        mail_bounce_secret=env.get("LABINOV_MAIL_BOUNCE_SECRET") or None,
         whatsapp_gateway_url=_url(env, "LABINOV_WHATSAPP_GATEWAY_URL", ("http", "https")),
         sms_gateway_fields=_gateway_fields(env, "LABINOV_SMS_GATEWAY_FIELDS"),
         channel_rates=(

@@ -8,9 +8,10 @@ participants' addresses or speaks to them:
 - ``POST /webhooks``, ``GET /webhooks``, ``GET /webhooks/{id}/deliveries`` — organisers;
 - ``GET /inbox``, ``POST /inbox/{id}/read`` — a participant with their token, their own registration only (a
   cancelled one's token is 403; an organiser's is 403: it is the participant's own);
-- ``POST /gateway/status`` — the SMS/WhatsApp gateway, declared ``@public`` (no token) and authenticated by the
-  shared secret in ``X-Gateway-Secret`` (``LABINOV_SMS_GATEWAY_SECRET``, compared in constant time; 401
-  otherwise).
+- ``POST /gateway/status`` — the SMS/WhatsApp gateway, with the shared secret in ``X-Gateway-Secret``
+  (``LABINOV_SMS_GATEWAY_SECRET``); ``POST /mail/bounces`` — the mail provider, with the shared secret in
+  ``X-Bounce-Secret`` (``LABINOV_MAIL_BOUNCE_SECRET``): other systems, no token; ``@requires_shared_secret``
+  compares the header in constant time and answers 401 otherwise, also while no secret is configured.
 
 Who commits: each view opens its unit of work and commits it once the domain operation has added to it.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from services.notification import announcements, domain, gateway, inbox, webhooks
+from services.notification import announcements, bounces, domain, gateway, inbox, webhooks
 from services.notification.schemas import (
     AnnouncementCreateSchema,
     AnnouncementSchema,
@@ -28,6 +29,7 @@ from services.notification.schemas import (
     GatewayDeliverySchema,
     GatewayStatusSchema,
     InboxMessageSchema,
+    MailBounceSchema,
     PreviewSchema,
     RetriedSchema,
     WebhookCreatedSchema,
@@ -127,6 +129,26 @@ def retry_failed_deliveries(announcement_id):
         retried = announcements.retry_failed(uow, announcement_id)
         uow.commit()
         return {"retried": retried}
+
+
+# --- a mail provider's bounce report ----------------------------------------------------------------------
+
+
+@blp.post("/mail/bounces")
+@requires_shared_secret("X-Bounce-Secret", lambda settings: settings.mail_bounce_secret, "the mail provider")
+@blp.arguments(MailBounceSchema)
+@blp.response(200, DeliverySchema)
+@blp.alt_response(401, description="No X-Bounce-Secret header, or not the configured secret")
+@blp.alt_response(404, description="No mail of ours has this Message-ID")
+def mail_bounce(data):
+    """The mail provider reports that a mail it had accepted bounced for good: the delivery becomes `bounced`,
+    told as `notification.failed`. A repeat, or a report about mail that did not go, changes nothing.
+    Called by the provider, not by people: it authenticates with the shared secret in `X-Bounce-Secret`
+    (`LABINOV_MAIL_BOUNCE_SECRET`)."""
+    with runtime_of().unit_of_work() as uow:
+        row = bounces.record_bounce(uow, data["message_id"], data["error"])
+        uow.commit()
+        return row
 
 
 # --- the SMS/WhatsApp gateway's status callback ---------------------------------------------------------------

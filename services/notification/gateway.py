@@ -51,7 +51,7 @@ import requests
 from sqlalchemy import Engine, func, select, update
 
 from services.notification import domain, rules, sending
-from services.notification.attempts import correlation_of, record_attempt
+from services.notification.attempts import apply_report, correlation_of, record_attempt
 from services.notification.rules import Fail, GatewayFailure, RetryAt
 from services.notification.tables import GATEWAY_CHANNELS, Delivery, GatewayDelivery, Recipient
 from shared.backoff import equal_jitter
@@ -406,8 +406,8 @@ def record_status(uow: UnitOfWork, reference: str, reported: str, error: str | N
     * a repeat, or a report about a message already final (delivered, bounced, failed, cancelled), changes
       nothing.
 
-    The change is a compare-and-set — ``UPDATE … WHERE status = <the state read>``, the row read ``FOR UPDATE``
-    on PostgreSQL — so the state it changed from is known: of two reports racing (the gateway retries its
+    The change is a compare-and-set (:func:`.attempts.apply_report`: ``UPDATE … WHERE status = <the state
+    read>``, the row read ``FOR UPDATE`` on PostgreSQL), so the state it changed from is known: of two reports racing (the gateway retries its
     callback), one changes the row and the other changes nothing, and a sender committing ``sent`` meanwhile
     makes the report apply to ``sent`` (re-read and tried again) instead of being lost."""
     status = CALLBACK_STATUSES.get(reported.lower())
@@ -423,26 +423,14 @@ def record_status(uow: UnitOfWork, reference: str, reported: str, error: str | N
         values.update(delivered_at=now, sent_at=func.coalesce(c.sent_at, now))
     else:
         values["last_error"] = (error or "the gateway reported a failure")[:2000]
-    before, changed = row.status, 0
-    for _attempt in range(3):  # compare-and-set on the state read; PostgreSQL's row lock makes one enough
-        if before not in ("sending", "sent"):
-            break
-        counted = {"attempts": c.attempts + 1} if before == "sending" else {}  # the try the sender won't record
-        changed = uow.session.execute(
-            update(gateway_deliveries).where(c.id == reference, c.status == before).values(**values, **counted)
-        ).rowcount
-        if changed:
-            break
-        uow.session.refresh(row)  # SQLite: the sender committed between our read and our write
-        before = row.status
-    if changed:
+    before = apply_report(uow, row, ("sending", "sent"), values)
+    if before:
         record_attempt(uow, reference, status, values.get("last_error"))
         with correlation_of(row.correlation_id):
             if status == "bounced":
                 _publish(uow, row, "failed", values["last_error"])
             elif before == "sending":
                 _publish(uow, row, "delivered", None)
-    uow.session.refresh(row)
     return row
 
 

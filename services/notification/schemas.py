@@ -105,6 +105,27 @@ class RetriedSchema(Schema):
     retried = fields.Int()
 
 
+# --- a mail provider's bounce report ---------------------------------------------------------------------------
+
+
+class MailBounceSchema(RequestSchema):
+    """A mail provider reports that mail it had accepted bounced for good; fields it adds of its own are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    message_id = fields.Str(
+        required=True,
+        validate=validate.Length(min=3, max=300),
+        metadata={"description": "the bounced mail's `Message-ID` header, e.g. `<id@labinov.local>`"},
+    )
+    error = fields.Str(
+        load_default="the recipient's mail server refused the mail",
+        validate=validate.Length(min=1, max=2000),
+        metadata={"description": "what the provider says, e.g. `550 5.1.1 mailbox unknown`"},
+    )
+
+
 # --- the gateway's status callback ---------------------------------------------------------------------------
 
 

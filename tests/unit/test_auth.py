@@ -69,31 +69,41 @@ def test_a_protected_endpoint_without_a_token_answers_401_with_a_challenge(app_f
 
 
 def test_an_endpoint_for_another_system_refuses_every_caller_without_its_shared_secret(app_for, data_env, mint_token):
-    """The gateway's status callback (and any later endpoint for another system): no secret, a wrong one, a
-    token of any role instead of it, or none configured at all — 401, and the view never runs."""
+    """The gateway's status callback and the mail provider's bounce report: no secret, a wrong one, another
+    endpoint's secret, a token instead of it, or none configured at all — 401, and the view never runs."""
     from services.notification.app import create_app
     from services.notification.bootstrap import bootstrap
 
     app = app_for("notification")
     calls = protected_calls(app, kind="shared secret")
-    assert [endpoint for endpoint, *_ in calls] == ["notification_api.gateway_status"]
-    configured = create_app(
-        bootstrap(load_settings("notification", {**data_env, "LABINOV_SMS_GATEWAY_SECRET": "s3cret-gw"}))
-    )
+    assert sorted(endpoint for endpoint, *_ in calls) == [
+        "notification_api.gateway_status",
+        "notification_api.mail_bounce",
+    ]
+    secrets = {"X-Gateway-Secret": "s3cret-gw", "X-Bounce-Secret": "s3cret-bounce"}
+    env = {
+        "LABINOV_SMS_GATEWAY_SECRET": secrets["X-Gateway-Secret"],
+        "LABINOV_MAIL_BOUNCE_SECRET": secrets["X-Bounce-Secret"],
+    }
+    configured = create_app(bootstrap(load_settings("notification", {**data_env, **env})))
     settings = configured.extensions["labinov"].settings
     for endpoint, method, url, _roles in calls:
         header = configured.view_functions[endpoint].labinov_secret_header
+        secret = secrets[header]
+        others = [{other: value} for other, value in secrets.items() if other != header]
         for headers in (
             {},
             {header: "wrong"},
-            {header: "s3cret-g"},
+            {header: secret[:-1]},
+            *others,
+            {header: next(v for h, v in secrets.items() if h != header)},
             {"Authorization": f"Bearer {mint_token(settings, 'organiser')}"},
         ):
             response = configured.test_client().open(url, method=method, json={}, headers=headers)
             assert response.status_code == 401 and response.mimetype == "application/problem+json", (endpoint, headers)
         unconfigured = app.test_client().open(url, method=method, json={}, headers={header: ""})
         assert unconfigured.status_code == 401, endpoint
-        passed = configured.test_client().open(url, method=method, json={}, headers={header: "s3cret-gw"})
+        passed = configured.test_client().open(url, method=method, json={}, headers={header: secret})
         assert passed.status_code == 422, "the right secret reaches the view, which checks the body"
 
 
