@@ -7,8 +7,10 @@ one SMTP session across batches, and that a session the server dropped meanwhile
 
 from __future__ import annotations
 
+import collections
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -204,3 +206,141 @@ def test_the_mails_of_one_batch_are_each_recorded_with_their_attempt_and_event(r
     assert sorted(attempts) == sorted(row_id for row_id, _s, _c in sent)
     delivered = {e["data"]["delivery_id"]: e["correlationid"] for e in events if e["type"] == "notification.delivered"}
     assert delivered == {row_id: correlation for row_id, _s, correlation in sent}
+
+
+# --- batches: the messages already here, settled in one transaction ------------------------------------------
+
+
+def test_a_batch_of_registration_events_costs_one_inbox_statement_and_one_statement_per_event(runtime):
+    consumer = EventProcessor(
+        "notification", {"registration.confirmed": _mail_only}, runtime.unit_of_work, runtime.inbox, max_attempts=5
+    )
+    consumer.process_batch([(_registration(1), {}), (_registration(2), {})])  # first use: statements compiled
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        assert consumer.process_batch([(_registration(n), {}) for n in (3, 4, 5)]) == ["handled"] * 3
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", count)
+
+    assert len(statements) == 4, statements
+    assert statements[0].startswith("INSERT INTO inbox")
+    assert _count(runtime, Delivery) == 5
+
+
+def test_the_whole_registration_statement_writes_the_inbox_copy_and_the_webhook_delivery_with_the_mail(runtime):
+    from services.notification.tables import InboxMessage, Webhook, WebhookDelivery
+
+    with runtime.unit_of_work() as uow:
+        uow.session.add(
+            Webhook(
+                url="https://hooks.example.org/labinov",
+                event_types=json.dumps(["registration.confirmed"]),
+                secret="whsec_x",
+                created_by="organiser-1",
+                created_at=datetime.now(UTC),
+            )
+        )
+        uow.commit()
+    body = _registration(1, manage_url="https://labinov.example/registration/manage/r?token=secret-token")
+    consumer = _processor(runtime)
+
+    assert consumer.process_batch([(body, {}), (body, {})]) == ["handled", "duplicate"]
+    assert consumer.process(body, {}) == "duplicate"
+
+    with runtime.reading() as uow:
+        [mail] = uow.session.scalars(select(Delivery))
+        [copy] = uow.session.scalars(select(InboxMessage))
+        [hook] = uow.session.scalars(select(WebhookDelivery))
+    assert (copy.caused_by, copy.registration_id, copy.subject) == (
+        body["id"],
+        body["data"]["registration_id"],
+        mail.subject,
+    )
+    assert hook.event_id == body["id"] and "secret-token" not in hook.payload
+
+
+# Spawned racers: a function of this module, so that a fresh interpreter can import it.
+def _settle_in_batches(data_dir: str, postgres_url: str, bodies: list[dict], size: int, reverse: bool, barrier):
+    runtime = migrated_runtime("notification", Path(data_dir), postgres_url)
+    consumer = _processor(runtime)
+    outcomes: collections.Counter[str] = collections.Counter()
+    barrier.wait()
+    for start in range(0, len(bodies), size):
+        batch = bodies[start : start + size]
+        outcomes.update(consumer.process_batch([(b, {}) for b in (batch[::-1] if reverse else batch)]))
+    return dict(outcomes)
+
+
+def test_two_processes_settling_the_same_events_in_batches_handle_each_exactly_once(tmp_path, postgres_url):
+    """Every event reaches both processes (as after a redelivery to a competing worker), in batches taken in
+    opposite orders, at the same moment: each event is handled by exactly one of them, and nothing is lost."""
+    import multiprocessing
+
+    from services.notification.tables import InboxMessage
+
+    migrated_runtime("notification", tmp_path, postgres_url)
+    bodies = [_registration(n) for n in range(1, 61)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(2)
+    with context.Pool(2) as pool:
+        results = pool.starmap(
+            _settle_in_batches,
+            [(str(tmp_path), postgres_url, bodies, 10, reverse, barrier) for reverse in (False, True)],
+        )
+
+    total: collections.Counter[str] = collections.Counter()
+    for outcomes in results:
+        total.update(outcomes)
+    assert dict(total) == {"handled": 60, "duplicate": 60}, results
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    assert _count(runtime, Delivery) == 60 and _count(runtime, InboxMessage) == 60
+    with runtime.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(runtime.inbox)) == 60
+
+
+def test_a_consumer_on_rabbitmq_settles_a_backlog_in_batches_and_acks_every_message(tmp_path, postgres_url, rabbitmq):
+    """The messages already waiting are settled several to a transaction; a redelivered one is a duplicate; every
+    message is acked only after its batch committed, so the queue ends empty with nothing unacked."""
+    import threading
+
+    from shared.messaging.consumer import consume_events
+    from tests.support.broker_client import publish_raw
+    from tests.support.servers import rabbitmqctl
+    from tests.support.waiting import wait_until
+
+    broker_url, vhost = rabbitmq
+    runtime = migrated_runtime("notification", tmp_path, postgres_url, broker_url)
+    bodies = [_registration(n) for n in range(1, 31)]
+    for body in [*bodies, bodies[0]]:  # the first one twice, as a relay that published it again would
+        publish_raw(broker_url, body, "registration.confirmed", message_id=body["id"])
+    consumer = _processor(runtime)
+    sizes: list[int] = []
+    settle = consumer.process_batch
+
+    def recording(messages):
+        sizes.append(len(messages))
+        return settle(messages)
+
+    consumer.process_batch = recording
+    stop = threading.Event()
+    thread = threading.Thread(target=consume_events, args=(broker_url, consumer, stop))
+    thread.start()
+    try:
+        wait_until(lambda: sum(sizes) >= 31, what="all 31 messages settled")
+        wait_until(
+            lambda: (
+                "notification-events\t0\t0"
+                in rabbitmqctl("list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
+            ),
+            what="the queue empty, nothing unacked",
+        )
+    finally:
+        stop.set()
+        thread.join(15)
+    assert sum(sizes) == 31 and max(sizes) > 1, sizes
+    assert _count(runtime, Delivery) == 30

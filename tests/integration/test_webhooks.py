@@ -16,7 +16,7 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from services.notification import rules, webhooks
 from services.notification.handlers import HANDLERS
-from services.notification.tables import Webhook, WebhookDelivery
+from services.notification.tables import Delivery, Webhook, WebhookDelivery
 from shared.auth import Principal, TokenIssuer, load_private_key_pem
 from shared.backoff import Backoff
 from shared.config import load_settings
@@ -154,6 +154,52 @@ def test_a_subscribed_event_arrives_signed_so_that_a_standard_webhooks_library_v
     assert shown["id"] == got["headers"]["webhook-id"] and shown["status"] == "sent"
     assert [t["outcome"] for t in shown["tries"]] == ["sent"]
     assert "secret" not in client.get(f"{API}/webhooks", headers=organiser).get_json()[0]
+
+
+def test_a_webhook_is_sent_everything_an_event_says_except_the_participants_manage_link(
+    runtime, client, organiser, receiver
+):
+    server = receiver()
+    subscribe(client, organiser, server)
+    link = "https://labinov.example/registration/manage/r-1?token=eyJ-secret-of-the-participant"
+    event = parse_event(
+        make_event(
+            "registration.confirmed",
+            {**confirmed_event().data, "manage_url": link, "ticket_code": "ABCDEFGHJKLMNPQR"},
+            source="/registration",
+            correlation_id="req-1",
+        )
+    )
+    handle(runtime, event)
+
+    assert webhooks.send_due(runtime) == 1
+    [got] = server.received
+    assert "manage_url" not in got["payload"]["data"] and "eyJ-secret" not in json.dumps(got["payload"])
+    assert set(got["payload"]["data"]) == set(event.data) - {"manage_url"}
+    assert got["payload"]["data"]["ticket_code"] == "ABCDEFGHJKLMNPQR"
+    with runtime.reading() as uow:
+        [mail] = uow.session.scalars(select(Delivery.body))
+    assert link in mail, "the participant's own mail still carries the link"
+
+
+def test_a_webhook_switched_off_or_subscribed_to_other_types_gets_no_delivery(runtime, client, organiser, receiver):
+    """The subscription is read as the event's transaction sees it (on PostgreSQL, in SQL, within the event's
+    one statement): no cache to miss a webhook made or switched off a moment ago."""
+    listening, off, other = receiver(), receiver(), receiver()
+    subscribe(client, organiser, listening)
+    switched_off = subscribe(client, organiser, off)
+    subscribe(client, organiser, other, event_types=("registration.cancelled", "session.changed"))
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(update(Webhook).where(Webhook.id == switched_off["id"]).values(active=False))
+        uow.commit()
+    handle(runtime, confirmed_event())
+
+    while webhooks.send_due(runtime):
+        pass
+    assert len(listening.received) == 1 and off.received == [] and other.received == []
+    with runtime.reading() as uow:
+        [row] = uow.session.scalars(select(WebhookDelivery))
+    assert row.id.startswith("msg_") and len(row.id) == 36 and row.event_type == "registration.confirmed"
 
 
 def test_an_event_handled_twice_is_delivered_once_and_another_type_not_at_all(runtime, client, organiser, receiver):
