@@ -87,10 +87,23 @@ class RegistrationDataV1(Schema):
     job_title = fields.Str(allow_none=True, load_default=None)
     waitlist_position = fields.Int(allow_none=True, load_default=None, validate=validate.Range(min=1))
     language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
-    # added later, optional: what the confirmation mail shows (the manage link with its participant token,
-    # the ticket's check-in code as a QR code) and attaches (the session's calendar entry)
-    manage_url = fields.Str(allow_none=True, load_default=None, metadata={"description": "the participant's link"})
-    ticket_code = fields.Str(allow_none=True, load_default=None, metadata={"description": "check-in code"})
+    # added later, optional: what the participant's mail shows (the manage link with its participant token,
+    # the ticket's check-in code as a QR code) and attaches (the session's calendar entry). Registration fills
+    # them for .confirmed (both), .waitlisted (the link only), .promoted (both) and a moved registration's new
+    # event; .cancelled carries neither (that link would be refused, and no ticket is left)
+    manage_url = fields.Str(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "the participant's link: the manage page with their participant token — the same "
+            "link the registration's 201 answer gave; null for a cancellation"
+        },
+    )
+    ticket_code = fields.Str(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "the ticket's signed check-in code while the registration holds a seat, else null"},
+    )
     session_ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
     online_url = fields.Str(allow_none=True, load_default=None)
 
