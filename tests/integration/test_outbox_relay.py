@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 
 from shared.clock import utcnow
 from shared.messaging.broker import connect
@@ -69,6 +69,35 @@ def test_one_relay_publishes_pending_rows_in_order_and_marks_them_sent(tmp_path,
     assert [m.properties["message_id"] for m in received] == ids
     assert [m.payload["id"] for m in received] == ids
     assert _unsent(runtime) == 0
+
+
+def test_a_claim_on_postgresql_is_one_statement_whose_limit_holds_and_the_relay_alone_skips_the_disk_wait(
+    tmp_path, postgres_url, rabbitmq
+):
+    broker_url, _ = rabbitmq
+    runtime = migrated_runtime("registration", tmp_path, postgres_url, broker_url)
+    ids = _write_events(runtime, 20)
+    relay = OutboxRelay(runtime.engine, runtime.outbox, broker_url, "registration", batch_size=7)
+    relay.claim_batch()  # first use: connection made, statement compiled
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(relay.engine, "before_cursor_execute", count)
+    try:
+        token, rows = relay.claim_batch()
+    finally:
+        event.remove(relay.engine, "before_cursor_execute", count)
+
+    assert len(statements) == 1 and "MATERIALIZED" in statements[0], statements
+    with runtime.engine.connect() as connection:
+        ours = connection.scalars(select(runtime.outbox.c.event_id).where(runtime.outbox.c.claim_token == token))
+        assert sorted(ours) == sorted(ids[7:14])
+        assert connection.scalar(text("SHOW synchronous_commit")) == "on", "producers' commits wait for the disk"
+    assert [row.event_id for row in rows] == ids[7:14], "the second claim takes the next seven, in id order"
+    with relay.engine.connect() as connection:
+        assert connection.scalar(text("SHOW synchronous_commit")) == "off"
 
 
 def test_two_relays_racing_on_one_outbox_publish_every_row_exactly_once(tmp_path, postgres_url, rabbitmq):
