@@ -163,10 +163,10 @@ class EventProcessor:
             else:
                 first_of[event.id] = index
                 together.append((index, event))
-        if len(together) == 1:
-            [(index, event)] = together
+        if len(together) == 1:  # alone, it takes the single-message path itself
+            [(index, _event)] = together
             body, headers = messages[index]
-            outcomes[index] = self._recording(lambda: self._process_event(body, headers, event))
+            outcomes[index] = self._recording(lambda: self.process(body, headers))
         elif together:
             try:
                 handled = self._handle_together([event for _index, event in together])
