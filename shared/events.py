@@ -215,6 +215,27 @@ class ResultsPublishedDataV1(Schema):
     objection_deadline = fields.AwareDateTime(allow_none=True, load_default=None)
 
 
+class ObjectionAnsweredDataV1(Schema):
+    """``objection.answered``: the organisers' answer to a team's objection (sanggahan) to a round's provisional
+    result — ``upheld`` (the decision may change; the final list tells it) or ``rejected`` — with their reason,
+    told to the team that filed it."""
+
+    objection_id = fields.Str(required=True)
+    round_id = fields.Str(required=True)
+    round_name = fields.Str(required=True)
+    programme_id = fields.Str(allow_none=True, load_default=None)
+    proposal_id = fields.Str(required=True)
+    proposal_title = fields.Str(required=True)
+    registration_id = fields.Str(required=True)
+    team_name = fields.Str(required=True)
+    team_email = fields.Email(required=True)
+    language = fields.Str(load_default="id", validate=validate.OneOf(["id", "en"]))
+    decision = fields.Str(required=True, validate=validate.OneOf(["upheld", "rejected"]))
+    answer = fields.Str(required=True, metadata={"description": "the organisers' reason"})
+    filed_at = fields.AwareDateTime(required=True)
+    answered_at = fields.AwareDateTime(required=True)
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -252,6 +273,7 @@ CATALOGUE: dict[str, EventType] = {
             "evaluation.submitted", "1", EvaluationSubmittedDataV1, "An evaluation was stored or revised (no scores)."
         ),
         EventType("results.published", "1", ResultsPublishedDataV1, "A round's result for one team was published."),
+        EventType("objection.answered", "1", ObjectionAnsweredDataV1, "The organisers answered a team's objection."),
     ]
 }
 

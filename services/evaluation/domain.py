@@ -855,7 +855,8 @@ def list_objections(uow: UnitOfWork, round_id: str, limit: int, offset: int) -> 
 
 def answer_objection(uow: UnitOfWork, by: Principal, objection_id: str, decision: str, reason: str) -> Objection:
     """The organisers' answer: ``upheld`` (they may then change the decision, :func:`decide`) or
-    ``rejected``, with the reason."""
+    ``rejected``, with the reason; ``objection.answered`` tells the team, in the same transaction. The
+    objection row is locked, so of two organisers answering at once exactly one answers and one event goes."""
     objection = uow.session.get(Objection, objection_id, with_for_update=True)
     if objection is None:
         raise NotFound("No objection has this id.")
@@ -863,6 +864,32 @@ def answer_objection(uow: UnitOfWork, by: Principal, objection_id: str, decision
         raise Conflict("This objection is already answered.")
     objection.state, objection.answer = decision, reason
     objection.answered_by, objection.answered_at = by.account_id, _now()
+    round_ = get_round(uow, objection.round_id)
+    proposal, team = uow.session.execute(
+        select(Proposal, RegistrationView)
+        .join(RegistrationView, RegistrationView.id == Proposal.registration_id)
+        .where(Proposal.id == objection.proposal_id)
+    ).one()
+    uow.publish(
+        "objection.answered",
+        {
+            "objection_id": objection.id,
+            "round_id": round_.id,
+            "round_name": round_.name,
+            "programme_id": round_.programme_id,
+            "proposal_id": proposal.id,
+            "proposal_title": proposal.title,
+            "registration_id": team.id,
+            "team_name": team.name,
+            "team_email": team.email,
+            "language": team.language,
+            "decision": decision,
+            "answer": reason,
+            "filed_at": objection.filed_at,
+            "answered_at": objection.answered_at,
+        },
+        subject=proposal.id,
+    )
     uow.flush()
     return objection
 

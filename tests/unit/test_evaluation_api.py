@@ -389,6 +389,17 @@ def test_results_are_computed_published_and_objected_to(open_round):
         {"decision": "rejected", "reason": "Penilaian sesuai rubrik."},
     )
     assert answered.get_json()["state"] == "rejected"
+    [told] = world.outbox("objection.answered")  # the team hears the answer, once
+    assert told["subject"] == last and told["data"]["proposal_id"] == last
+    assert (told["data"]["decision"], told["data"]["answer"]) == ("rejected", "Penilaian sesuai rubrik.")
+    assert told["data"]["team_email"] and told["data"]["round_name"]
+    again = world.call(
+        "POST",
+        f"/objections/{objection.get_json()['id']}/answer",
+        world.organiser,
+        {"decision": "upheld", "reason": "Ditinjau ulang."},
+    )
+    assert again.status_code == 409 and len(world.outbox("objection.answered")) == 1
     final = world.call("POST", f"/rounds/{round_id}/publish", world.organiser)
     assert final.status_code == 200 and final.get_json()["final_at"]
     assert {e["data"]["final"] for e in world.outbox("results.published")} == {False, True}
