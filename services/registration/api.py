@@ -21,7 +21,8 @@ in ``rules.registration_access``):
   registration" rather than pretending it vanished). A cancelled registration's token still reads that it
   is cancelled (``id``, ``session_id``, ``status``, ``cancelled_at`` only) and opens nothing else (403).
 
-The participant's link (``manage_url`` in the 201 answer of a registration), which the pages serve:
+The participant's link (``manage_url`` in the 201 answer of a registration, and in the registration's event, so
+its mail carries the same link — ``domain.ParticipantLinks``), which the pages serve:
 ``<LABINOV_PUBLIC_URL>/registration/manage/<registration id>?token=<participant token>``
 (``domain.MANAGE_PATH``). The page reads the token from the query string and calls the two endpoints above
 with it as ``Authorization: Bearer``.
@@ -364,7 +365,8 @@ def cancel_session(session_id):
 )
 def register(participant, session_id):
     """Register for a session: `confirmed` while seats remain (also in the agency's quota), else `waitlisted`
-    with a `position`; the answer carries the participant's token and link."""
+    with a `position`; the answer carries the participant's token and link — the same link the confirmation
+    (or waiting-list) mail carries."""
     with runtime_of().unit_of_work() as uow:
         registration = domain.register_participant(uow, session_id, participant, links=participant_links())
         uow.commit()  # at once: it releases the session row's lock (see domain's module docstring)
