@@ -16,6 +16,7 @@ import pytest
 from services.registration import domain, rules
 from services.registration.worker import import_loop
 from shared.events import parse_event
+from shared.tokens import _PRIVATE_KEY_FILE as SIGNING_KEY_FILE
 from tests.support.registration_api import API, RegistrationApi, bearer
 from tests.support.suite import participant
 
@@ -252,3 +253,19 @@ def test_the_service_s_links_are_made_once_and_sign_with_the_app_s_issuer(office
     assert links.ticket_key == domain.ticket_key(office.runtime.settings)
     with pytest.raises(AttributeError):
         links.public_url = "https://elsewhere.example"  # type: ignore[misc]
+
+
+def test_a_worker_without_the_service_s_signing_key_never_makes_one_of_its_own(office, caplog):
+    """A link signed with a key the web process does not know would be refused: no link rather than a dead one."""
+    session_id = office.new_session(100, "Sosialisasi")["id"]
+    upload(office, session_id, range(1, domain.INLINE_IMPORT_LINES + 2))
+    key_file = office.runtime.settings.keys_dir / SIGNING_KEY_FILE
+    key_file.unlink()  # as in a worker container that was given no LABINOV_JWT_PRIVATE_KEY
+
+    import_loop(office.runtime, _OneTurn())  # type: ignore[arg-type]
+
+    assert not key_file.exists()
+    events = event_data(office, "registration.confirmed")
+    assert len(events) == domain.IMPORT_BATCH
+    assert all(data["manage_url"] is None and data["ticket_code"] is None for data in events)
+    assert "no signing key" in caplog.text
