@@ -356,7 +356,7 @@ def test_secrets_come_from_the_environment_and_never_from_the_compose_file() -> 
                 assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value), f"{name}: {variable}={value!r}"
     assert "LABINOV_JWT_PRIVATE_KEY" in environment(web("registration")), "registration-web cannot sign tokens"
     holders = {name for name in compose_services() if "LABINOV_JWT_PRIVATE_KEY" in environment(name)}
-    assert holders == {web("registration")}, "only the process that signs tokens holds the signing key"
+    assert holders == {web("registration"), worker("registration")}, "only the processes that sign tokens hold the key"
 
 
 @pytest.mark.parametrize("service", [service for service in SERVICES if service != "registration"])
