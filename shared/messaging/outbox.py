@@ -47,6 +47,7 @@ state it reports).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import select as io_select
@@ -55,7 +56,7 @@ import uuid
 from datetime import timedelta
 
 from kombu import Connection
-from sqlalchemy import Engine, Table, func, or_, select, update
+from sqlalchemy import Engine, Table, bindparam, func, or_, select, update
 
 from shared.backoff import Backoff, equal_jitter
 from shared.clock import utcnow
@@ -126,25 +127,23 @@ class OutboxRelay:
             return self.queue.claim(self.batch_size)
         now = utcnow()
         token = uuid.uuid4().hex
-        c = self.outbox.c
-        due = (
-            select(c.id)
-            .where(c.sent_at.is_(None), c.not_before <= now, or_(c.claimed_until.is_(None), c.claimed_until < now))
-            .order_by(c.id)
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-            .prefix_with("MATERIALIZED")
-        )
-        claim = (
-            update(self.outbox)
-            .where(c.id == due.c.id)
-            .values(claim_token=token, claimed_until=now + self.queue.lease)
-            .returning(*self.outbox.columns)
-        )
+        values = {"claim_now": now, "claim_token_new": token, "claim_until": now + self.queue.lease}
         with self.engine.begin() as connection:
-            rows = sorted(connection.execute(claim).all(), key=lambda row: row.id)
+            rows = sorted(connection.execute(_claim_statement(self.outbox, self.batch_size), values), key=_by_id)
         return Claim(token, rows)
+
+    def _finish(self, token: str, published: list[int]) -> None:
+        """Mark the published rows sent (guarded by the claim token, as :meth:`WorkQueue.finish`); on PostgreSQL
+        with a statement made once."""
+        if not published:
+            return
+        if not is_postgresql(self.engine):
+            self.queue.finish(token, published, sent_at=utcnow())
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                _finish_statement(self.outbox), {"finish_ids": published, "finish_token": token, "sent_now": utcnow()}
+            )
 
     def _postpone(self, token: str, row, error: str) -> None:
         """The row whose publish failed waits a little (:data:`PUBLISH_RETRY`), so that a row the broker
@@ -168,25 +167,26 @@ class OutboxRelay:
         for position, row in enumerate(rows):
             try:
                 producer.publish(
-                    json.loads(row.payload),
+                    row.payload,  # the envelope's JSON as the producer wrote it: not parsed and dumped again
                     exchange=EXCHANGES[row.exchange],
                     routing_key=row.routing_key,
                     headers=json.loads(row.headers),
                     message_id=row.event_id,
                     delivery_mode=2,
-                    serializer="json",
+                    content_type="application/json",
+                    content_encoding="utf-8",
                     retry=False,
                     confirm_timeout=CONFIRM_TIMEOUT,
                 )
             except Exception as exc:
                 MESSAGES_PUBLISHED.labels(self.service, "failed").inc()
-                self.queue.finish(token, published, sent_at=utcnow())
+                self._finish(token, published)
                 self._postpone(token, row, repr(exc))
                 self.queue.release(token, [r.id for r in rows[position + 1 :]])
                 raise
             published.append(row.id)
             MESSAGES_PUBLISHED.labels(self.service, "published").inc()
-        self.queue.finish(token, published, sent_at=utcnow())
+        self._finish(token, published)
         return len(published)
 
     def listen(self) -> wakeup.Listener:
@@ -225,6 +225,52 @@ class OutboxRelay:
             finally:
                 if listener is not None:
                     listener.close()
+
+
+def _by_id(row) -> int:
+    return row.id
+
+
+@functools.cache
+def _claim_statement(outbox: Table, batch_size: int):
+    """PostgreSQL: the claim of up to ``batch_size`` due rows in one statement (see the module docstring), made
+    once per table and size; its values are ``claim_now``, ``claim_token_new`` and ``claim_until``."""
+    c = outbox.c
+    now = bindparam("claim_now", type_=c.not_before.type)
+    due = (
+        select(c.id)
+        .where(c.sent_at.is_(None), c.not_before <= now, or_(c.claimed_until.is_(None), c.claimed_until < now))
+        .order_by(c.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED")
+    )
+    return (
+        update(outbox)
+        .where(c.id == due.c.id)
+        .values(
+            claim_token=bindparam("claim_token_new", type_=c.claim_token.type),
+            claimed_until=bindparam("claim_until", type_=c.claimed_until.type),
+        )
+        .returning(*outbox.columns)
+    )
+
+
+@functools.cache
+def _finish_statement(outbox: Table):
+    """PostgreSQL: mark the rows ``finish_ids`` sent at ``sent_now`` if the claim ``finish_token`` still holds
+    them and they are still pending — :meth:`shared.workqueue.WorkQueue.finish`'s guard, made once."""
+    c = outbox.c
+    return (
+        update(outbox)
+        .where(
+            c.id.in_(bindparam("finish_ids", expanding=True)),
+            c.claim_token == bindparam("finish_token", type_=c.claim_token.type),
+            c.sent_at.is_(None),
+        )
+        .values(sent_at=bindparam("sent_now", type_=c.sent_at.type), claimed_until=None)
+    )
 
 
 def _answer_heartbeats(connection: Connection) -> None:
