@@ -226,8 +226,9 @@ class EventProcessor:
             {"consumer": self.service, "event_id": event.id, "event_type": event.type, "handled_at": now}
             for event in sorted(events, key=lambda event: event.id)
         ]
-        statement = self._inbox_insert(uow).values(rows)
-        return set(uow.session.scalars(statement))
+        # the one-row template with a list of rows: SQLAlchemy sends it as one INSERT … VALUES (…), (…) RETURNING
+        # ("insertmanyvalues"), in the rows' order
+        return set(uow.session.scalars(self._inbox_template(uow), rows))
 
     def _process_event(self, body: Any, headers: Mapping[str, Any] | None, event: Event) -> str:
         attempt = _attempt_number(headers or {})
@@ -262,27 +263,29 @@ class EventProcessor:
 
     def _enter_inbox(self, uow: UnitOfWork, event: Event) -> bool:
         """Write the event's inbox row in this transaction; False if the inbox already has it (handled)."""
+        values = {"consumer": self.service, "event_id": event.id, "event_type": event.type, "handled_at": utcnow()}
+        return uow.session.execute(self._inbox_template(uow), values).first() is not None
+
+    def _inbox_template(self, uow: UnitOfWork) -> Insert:
+        """``INSERT INTO inbox … ON CONFLICT DO NOTHING RETURNING event_id`` with named values, made once per
+        dialect (the hot path neither builds nor compiles a statement). RETURNING, not rowcount: an INSERT's
+        cursor is closed at once, and psycopg forgets its rowcount."""
         dialect = uow.session.get_bind().dialect.name
         statement = self._inbox_inserts.get(dialect)
-        if statement is None:  # made once per dialect: the hot path neither builds nor compiles a statement
-            statement = self._inbox_inserts[dialect] = self._inbox_insert(uow).values(
-                consumer=bindparam("consumer"),
-                event_id=bindparam("event_id"),
-                event_type=bindparam("event_type"),
-                handled_at=bindparam("handled_at"),
+        if statement is None:
+            insert_for = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            statement = self._inbox_inserts[dialect] = (
+                insert_for(self.inbox)
+                .values(
+                    consumer=bindparam("consumer"),
+                    event_id=bindparam("event_id"),
+                    event_type=bindparam("event_type"),
+                    handled_at=bindparam("handled_at"),
+                )
+                .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+                .returning(self.inbox.c.event_id)
             )
-        values = {"consumer": self.service, "event_id": event.id, "event_type": event.type, "handled_at": utcnow()}
-        return uow.session.execute(statement, values).first() is not None
-
-    def _inbox_insert(self, uow: UnitOfWork) -> Insert:
-        """``INSERT INTO inbox … ON CONFLICT DO NOTHING RETURNING event_id`` (add the values): RETURNING, not
-        rowcount, because an INSERT's cursor is closed at once and psycopg forgets its rowcount."""
-        insert_for = postgresql_insert if uow.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        return (
-            insert_for(self.inbox)
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-            .returning(self.inbox.c.event_id)
-        )
+        return statement
 
     def _already_handled(self, uow: UnitOfWork, event_id: str) -> bool:
         i = self.inbox.c
