@@ -16,14 +16,19 @@ Concurrency design — any number of workers, in any number of processes, may wo
 
        SELECT id FROM t WHERE <pending> AND <due> AND <unleased> ORDER BY ... LIMIT n
           FOR UPDATE SKIP LOCKED                         -- PostgreSQL
-       UPDATE t SET claim_token = :new, claimed_until = now + lease
+       UPDATE t SET claim_token = :new, claimed_until = now + lease [, what the caller adds]
         WHERE id IN (:those ids) AND <pending> AND <due> AND <unleased>
+       RETURNING *
 
    On PostgreSQL ``SKIP LOCKED`` lets concurrent claims take disjoint rows without waiting for each other:
    the rows one claim selected stay locked by it until it commits, so no other claim can select them, and
    once it has committed they are leased. On SQLite the transaction holds the database write lock from its
    first statement (``BEGIN IMMEDIATE``, see :mod:`shared.db`), so claims simply take turns. The ``UPDATE``
-   re-checks the conditions all the same. The new random token marks the batch.
+   re-checks the conditions all the same. The new random token marks the batch. The rows come back from the
+   ``UPDATE`` itself (``RETURNING``), put in the ``SELECT``'s order: reading them again by their token would
+   be a scan of the whole table (the token has no index), a cost that grew with every row the table keeps.
+   A claim may also write values of the caller's with the lease (the mail sender marks its batch
+   ``sending`` so), in the same statement.
 2. **Guard.** Every later change of a claimed row — :meth:`~WorkQueue.renew`, :meth:`~WorkQueue.postpone`,
    :meth:`~WorkQueue.release`, :meth:`~WorkQueue.finish`, or any :meth:`~WorkQueue.guarded` statement —
    applies only ``WHERE id = :id AND claim_token = :token AND <pending>``. A worker whose lease ran out and
@@ -87,8 +92,9 @@ class WorkQueue:
 
     # -- claiming ----------------------------------------------------------------------------------------
 
-    def claim(self, batch_size: int) -> Claim:
-        """Lease up to ``batch_size`` due rows to this worker, taken and returned in ``order_by`` order."""
+    def claim(self, batch_size: int, **values: Any) -> Claim:
+        """Lease up to ``batch_size`` due rows to this worker, taken and returned in ``order_by`` order, writing
+        ``values`` (if any) on them with the lease."""
         now = utcnow()
         token = uuid.uuid4().hex
         c = self.table.c
@@ -103,13 +109,14 @@ class WorkQueue:
             ids = list(connection.scalars(due_ids))
             if not ids:
                 return Claim(token, [])
-            connection.execute(
+            claimed = connection.execute(
                 update(self.table)
                 .where(c.id.in_(ids), *claimable)
-                .values(claim_token=token, claimed_until=now + self.lease)
-            )
-            rows = connection.execute(select(self.table).where(c.claim_token == token).order_by(*self.order)).all()
-        return Claim(token, list(rows))
+                .values(**values, claim_token=token, claimed_until=now + self.lease)
+                .returning(*self.table.c)
+            ).all()
+        by_id = {row.id: row for row in claimed}
+        return Claim(token, [by_id[row_id] for row_id in ids if row_id in by_id])
 
     # -- changing claimed rows, always through the guard -------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 :func:`send_due_mail` claims due deliveries, oldest due first, from the deliveries work queue
 (:class:`shared.workqueue.WorkQueue`: leases, claim tokens, ``SKIP LOCKED``) and sends them over one
-connection. Before each mail it renews that row's lease and marks it ``sending``, and skips the row if another
+connection. The claim itself marks the batch ``sending`` (one statement with the lease); before each mail
+the sender makes sure it still holds that row's lease (see *the lease of a batch*) and skips the row if another
 worker has taken it over (a batch can outlast the lease on a slow server). An announcement's delivery to an
 address that has opted out since the fan-out is cancelled instead. After a failed send it asks
 :func:`services.notification.rules.after_failed_send` what to do — retry (with jitter), wait for the server,
@@ -21,10 +22,27 @@ was accepted, so the copy cannot be avoided, only recognised by mail clients). R
 together widens it from one mail to the mails of one batch accepted before the crash: a crash re-sends at
 most :data:`SEND_BATCH` mails, each with its own ``Message-ID`` again. The guarantees that matter are
 unchanged: every outcome is committed with its attempt and its event, and a delivery that another worker took
-over mid-batch is never sent by both (the lease is renewed per mail).
+over mid-batch is never sent by both (below).
+
+**The lease of a batch.** The claim leases the whole batch for :data:`SEND_LEASE` (2 minutes); a batch of
+:data:`SEND_BATCH` mails normally goes out in well under a second. Renewing each row's lease before its mail
+(one ``UPDATE`` per mail, the sender's second largest wait after SMTP's replies) is therefore replaced by
+:class:`_BatchLease`: the sender keeps the end of the lease it was given (the earliest ``claimed_until`` of
+the batch, as the database wrote it) and, before each mail, renews the lease of every row of the batch not
+yet recorded — one guarded ``UPDATE … RETURNING id`` — only when less than :data:`RENEW_WHEN_LEFT` (half the
+lease) is left; a row the renewal did not return is no longer this claim's and is skipped. Why no row is
+ever sent by two workers: another worker can claim a row only once its ``claimed_until`` has passed (the
+claim's condition) or after this claim has given it back (postponed, finished — guarded by this claim's
+token); nothing else in the service changes a leased row (an opt-out or a cancelled announcement skips
+leased deliveries). So while the sender's clock says the lease has at least :data:`RENEW_WHEN_LEFT` to run,
+the row is still this claim's without asking the database — exactly what a per-mail renewal proved, whose
+``UPDATE`` answered "yours for two more minutes" and was then followed by the send just as this check is.
+Both hold as long as sending one mail (bounded by the SMTP timeout, 15 s) and the clock difference between
+the workers' machines stay well under that margin of a minute.
 
 These operations need transactions of their own (per lease renewal, per batch of outcomes, per failure), so
-they take the runtime and commit each themselves (the rule in ``UnitOfWork``).
+they take the runtime and commit each themselves (the rule in ``UnitOfWork``); a renewal is a single
+statement and runs in autocommit on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,7 +53,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert
+from sqlalchemy import Engine, insert
 
 from services.notification import rules
 from services.notification.domain import opted_out, unsubscribe_key
@@ -53,6 +71,8 @@ from shared.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 SEND_LEASE = timedelta(minutes=2)
+#: A batch's lease is renewed before a mail only when less than this is left of it (see the module docstring).
+RENEW_WHEN_LEFT = SEND_LEASE / 2
 deliveries = Delivery.__table__
 
 
@@ -78,7 +98,7 @@ SEND_BATCH = 50
 def send_due_mail(runtime: ServiceRuntime, transport: MailTransport, batch_size: int = SEND_BATCH) -> int:
     """Send the deliveries that are due, oldest first, over one connection; returns how many were claimed."""
     queue = delivery_queue(runtime.engine)
-    token, rows = queue.claim(batch_size)
+    token, rows = queue.claim(batch_size, status="sending")
     if not rows:
         return 0
     rows = _cancel_opted_out(runtime, queue, token, rows)
@@ -114,10 +134,10 @@ def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: st
     """Send each row on its own; once the connection is lost, the rest of the batch waits for the server.
     The mails the server accepted are recorded together: before any failure is, and at the end."""
     key = unsubscribe_key(runtime) if any(row.announcement_id for row in rows) else None
-    renew = _lease_renewal(runtime.engine, queue, token)
+    lease = _BatchLease(runtime.engine, queue, token, rows)
     accepted: list = []
     for index, row in enumerate(rows):
-        if not renew(row.id):
+        if not lease.holds(row.id):
             log.warning("delivery %s skipped: its lease ran out and another worker has claimed it", row.id)
             continue
         try:
@@ -129,8 +149,10 @@ def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: st
         except Exception as exc:
             failure = classify_send_failure(exc)
             _record_sent(runtime, queue, token, accepted)
+            lease.done(accepted)
             accepted = []
             _after_failure(runtime, queue, token, [row], failure, exc)
+            lease.done([row])
             if failure.connection_lost:
                 _after_failure(runtime, queue, token, rows[index + 1 :], SendFailure.SERVER_UNAVAILABLE, exc)
                 return
@@ -141,27 +163,45 @@ def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: st
     _record_sent(runtime, queue, token, accepted)
 
 
-def _lease_renewal(engine: Engine, queue: WorkQueue, token: str):
-    """``renew(row_id)``: renew one row's lease and mark it ``sending``; False if it is no longer this claim's.
+class _BatchLease:
+    """What a sender knows of its batch's lease, renewed for the rows not yet recorded only when it runs low.
 
-    One guarded ``UPDATE`` per mail, so a row another worker took over mid-batch is never sent twice. On
-    PostgreSQL it runs in autocommit: one round trip instead of three (BEGIN, UPDATE, COMMIT) — a single
-    statement is atomic by itself."""
-    c = deliveries.c
-    statement = queue.guarded(token, [bindparam("row_id")]).values(
-        claimed_until=bindparam("lease_until", type_=c.claimed_until.type), status="sending"
-    )
-    autocommit = engine.dialect.name == "postgresql"
+    ``holds(row_id)`` before each mail: True if the row is still this claim's (see *the lease of a batch* in
+    the module docstring for why no database round trip is needed while enough of the lease is left)."""
 
-    def renew(row_id: str) -> bool:
-        values = {"row_id": row_id, "lease_until": utcnow() + queue.lease}
-        if autocommit:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                return connection.execute(statement, values).rowcount == 1
-        with engine.begin() as connection:
-            return connection.execute(statement, values).rowcount == 1
+    def __init__(self, engine: Engine, queue: WorkQueue, token: str, rows: Sequence) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.token = token
+        self.until = min(row.claimed_until for row in rows)  # as the claim wrote it: the database's own figure
+        self.ours = {row.id for row in rows}  # claimed, and not yet recorded or given back by this sender
 
-    return renew
+    def holds(self, row_id: str) -> bool:
+        if row_id in self.ours and utcnow() + RENEW_WHEN_LEFT >= self.until:
+            self._renew()
+        return row_id in self.ours
+
+    def done(self, rows: Sequence) -> None:
+        """These rows are recorded (or given back): their lease is no longer this sender's to renew."""
+        self.ours.difference_update(row.id for row in rows)
+
+    def _renew(self) -> None:
+        """One guarded ``UPDATE`` for every row still ours; those it does not return were taken over."""
+        until = utcnow() + self.queue.lease
+        statement = (
+            self.queue.guarded(self.token, sorted(self.ours)).values(claimed_until=until).returning(deliveries.c.id)
+        )
+        if self.engine.dialect.name == "postgresql":  # a single statement is atomic by itself: no BEGIN/COMMIT
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                renewed = set(connection.scalars(statement))
+        else:
+            with self.engine.begin() as connection:
+                renewed = set(connection.scalars(statement))
+        lost = self.ours - renewed
+        if lost:
+            log.warning("%d deliveries of a batch were taken over by another worker after its lease ran out", len(lost))
+        self.ours = renewed
+        self.until = until
 
 
 def _record_sent(runtime: ServiceRuntime, queue: WorkQueue, token: str, rows: Sequence) -> None:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import DBAPIError
 
 from services.notification import domain, rules, sending
@@ -377,15 +377,38 @@ def test_a_database_error_after_the_server_accepted_a_mail_does_not_schedule_it_
 # --- the lease -----------------------------------------------------------------------------------------------
 
 
-def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_path, postgres_url):
+class _SendersClock:
+    """The mail sender's clock (``sending.utcnow``), which a test moves on as a slow server would."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.ahead = timedelta(0)
+        monkeypatch.setattr(sending, "utcnow", lambda: utcnow() + self.ahead)
+
+
+def _lease_renewals(runtime) -> list[str]:
+    """The statements that renew a batch's lease, as the sender sends them (filled in as it runs)."""
+    renewals: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("UPDATE deliveries SET claimed_until"):
+            renewals.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", seen)
+    return renewals
+
+
+def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_path, postgres_url, monkeypatch):
     runtime = migrated_runtime("notification", tmp_path, postgres_url)
     _queue_confirmations(runtime, 3)
+    clock = _SendersClock(monkeypatch)
     other_worker: dict = {}
 
     def the_first_mail_is_slow(message: EmailMessage) -> None:
         if other_worker:
             return
-        # our leases on the rest of the batch run out meanwhile, and another worker claims those mails
+        # the lease of the rest of the batch runs out meanwhile — on this sender's clock and on the other
+        # worker's — and another worker claims those mails
+        clock.ahead = sending.SEND_LEASE + timedelta(seconds=1)
         other_worker["first"] = str(message["To"])
         _change_deliveries(
             runtime,
@@ -404,8 +427,54 @@ def test_a_delivery_another_worker_took_over_mid_batch_is_not_sent_twice(tmp_pat
     for delivery in _deliveries(runtime):
         if delivery.recipient == other_worker["first"]:
             assert delivery.status == "sent"
-        else:  # left alone for the worker that holds it now
-            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("queued", 0, other_worker["token"])
+        else:  # left alone (as its claims marked it) for the worker that holds it now
+            assert (delivery.status, delivery.attempts, delivery.claim_token) == ("sending", 0, other_worker["token"])
+
+
+def test_a_batch_is_marked_sending_by_its_claim_and_its_lease_is_not_renewed_per_mail(tmp_path, postgres_url):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 6)
+    renewals = _lease_renewals(runtime)
+    states_during_the_first_mail: list[str] = []
+
+    def look(message: EmailMessage) -> None:
+        if not states_during_the_first_mail:
+            states_during_the_first_mail.extend(d.status for d in _deliveries(runtime))
+
+    handler = _ScriptedHandler(on_message=look)
+    with _scripted_smtp(handler) as transport:
+        assert sending.send_due_mail(runtime, transport) == 6
+
+    assert states_during_the_first_mail == ["sending"] * 6
+    assert renewals == []  # the claim's lease is still long: no round trip before any of the six mails
+    assert [d.status for d in _deliveries(runtime)] == ["sent"] * 6
+
+
+def test_a_batch_whose_lease_runs_low_renews_it_once_for_the_rest_and_sends_on(tmp_path, postgres_url, monkeypatch):
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    _queue_confirmations(runtime, 4)
+    clock = _SendersClock(monkeypatch)
+    renewals = _lease_renewals(runtime)
+    leases_seen: list = []
+
+    def the_first_mail_is_slow(message: EmailMessage) -> None:
+        if not leases_seen:
+            # less than RENEW_WHEN_LEFT of the lease is left on the sender's clock, but it has not run out
+            clock.ahead = sending.SEND_LEASE - sending.RENEW_WHEN_LEFT + timedelta(seconds=1)
+            leases_seen.append({d.recipient: d.claimed_until for d in _deliveries(runtime)})
+        elif len(leases_seen) == 1:
+            leases_seen.append({d.recipient: d.claimed_until for d in _deliveries(runtime)})
+
+    handler = _ScriptedHandler(on_message=the_first_mail_is_slow)
+    with _scripted_smtp(handler) as transport:
+        sending.send_due_mail(runtime, transport)
+
+    assert len(handler.messages) == 4
+    assert len(renewals) == 1  # one statement for every row of the batch not yet recorded, then none
+    before, after = leases_seen
+    moved_on = sending.SEND_LEASE - sending.RENEW_WHEN_LEFT
+    assert all(after[address] >= before[address] + moved_on for address in before)  # the sent one's too
+    assert [d.status for d in _deliveries(runtime)] == ["sent"] * 4
 
 
 def test_a_connection_that_breaks_while_a_mail_is_in_flight_charges_that_mail_only(tmp_path, postgres_url):
