@@ -392,7 +392,7 @@ class PipelineBench:
             return f"profile failed: {output[-300:]}"
         summary_path = Path(f"{self.profile_prefix}-pipeline.txt")
         title = f"notification worker under {settings.rate} registrations/s (py-spy --idle, every thread)"
-        summary_path.write_text(profiling.summary(title, stacks.read_text(), focus="_handle_once"))
+        summary_path.write_text(profiling.summary(title, stacks.read_text(), focus="process_batch"))
         return f"profile of the notification worker: {summary_path}"
 
 
