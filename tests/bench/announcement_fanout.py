@@ -2,14 +2,17 @@
 notification worker processes to a real SMTP sink.
 
 What is measured: from the announcement's ``201`` (``POST /notification/api/v1/announcements``) to the moment
-the SMTP sink (aiosmtpd, a process of its own, see :mod:`tests.bench.pipeline_latency`) accepted the last of
-its mails — the fan-out into deliveries, the competing mail senders of both workers, SMTP. The recipients are
+the SMTP sink (aiosmtpd, :data:`SINK_PROCESSES` processes of its own on one port, see
+:mod:`tests.bench.smtp_sink`) accepted the last of its mails — the fan-out into deliveries, the competing mail senders of both workers, SMTP. The recipients are
 pre-filled straight into notification's own projection (``registrations`` of one session, and the session),
 in one SQL statement, as the registration bench pre-fills its table: the bench measures the fan-out, not
 10,000 registrations. Then the resident memory of each worker.
 
 Beside it, in the same run and on the same RabbitMQ: raw kombu, one process publishing 10,000 messages with
 publisher confirms as fast as it can and another consuming them — what the broker alone moves per second.
+And the sink's own ceiling: what it accepts from plain smtplib clients, as many sessions as the workers'
+mail senders keep, with the suite idle — if the fan-out's rate is close to it, the sink is what limits the
+figure, not the suite (on a shared two-core machine one sink process was: hence one per worker).
 
 Goals (issue 8): ≥ 1,000 deliveries per second for 10,000 recipients with two worker processes; 20,000
 recipients take ≤ 2.2 × the time of 10,000; each worker ≤ 150 MB resident afterwards. While the 10,000 are
@@ -27,7 +30,8 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.bench import process_stats, profiling
-from tests.bench.pipeline_latency import SPAWN, SmtpSink, _kombu_consumer, _kombu_publisher
+from tests.bench.pipeline_latency import SPAWN, _kombu_consumer, _kombu_publisher
+from tests.bench.smtp_sink import SmtpSinks, sink_ceiling
 from tests.support.servers import postgres_database, postgres_problem, rabbitmq_problem, rabbitmq_vhost
 from tests.support.suite import Suite
 from tests.support.waiting import wait_until
@@ -37,6 +41,8 @@ SIZES = (10_000, 20_000)
 GOAL_PER_SECOND = 1_000
 GOAL_GROWTH = 2.2
 GOAL_RESIDENT_MB = 150
+#: Sink processes sharing the SMTP port: one per worker, so the sink is not the ceiling (see the docstring).
+SINK_PROCESSES = WORKERS
 
 _PREFILL_SESSION = text(
     """
@@ -110,7 +116,7 @@ class FanoutBench:
             postgres_database() as n,
             postgres_database() as e,
         ):
-            sink = SmtpSink(root)
+            sink = SmtpSinks(root, SINK_PROCESSES)
             suite = Suite(
                 root / "suite",
                 broker_url=amqp_url,
@@ -131,20 +137,25 @@ class FanoutBench:
                 profile_note = None
                 for index, size in enumerate(self.sizes):
                     self.progress(f"fan-out: announcement to {size} recipients, {WORKERS} worker processes ...")
-                    recorder = self._start_profile(workers[0]) if index == 0 else None
+                    recorders = self._start_profiles(workers) if index == 0 else None
                     timings[size] = self._announce(suite, sink, sessions[size], size, f"fanout{size}.")
-                    if recorder is not None:
-                        profile_note = self._finish_profile(recorder)
+                    if recorders is not None:
+                        profile_note = self._finish_profiles(recorders)
                 memory = [process_stats.memory_of(worker.pid) for worker in workers]
                 self.progress(f"fan-out: raw kombu, {SIZES[0]} messages ...")
                 raw_seconds, raw_rate = raw_kombu_throughput(amqp_url, SIZES[0])
+                sessions = WORKERS * self._senders()
+                self.progress(
+                    f"fan-out: the SMTP sink alone, {self.sizes[0]} mails from {sessions} smtplib sessions ..."
+                )
+                ceiling = sink_ceiling(sink, sessions, self.sizes[0])
             finally:
                 suite.stop()
                 sink.stop()
-        return self._report(timings, memory, raw_seconds, raw_rate, profile_note)
+        return self._report(timings, memory, raw_seconds, raw_rate, ceiling, profile_note)
 
     @staticmethod
-    def _warm_up(suite: Suite, sink: SmtpSink) -> None:
+    def _warm_up(suite: Suite, sink: SmtpSinks) -> None:
         """One small announcement first: connections made, templates compiled, SMTP sessions open."""
         response = requests.post(
             suite.url("notification", "api/v1/announcements"),
@@ -156,7 +167,7 @@ class FanoutBench:
         wait_until(lambda: "w@x.id" in sink.accepted(), timeout=120, what="the warm-up announcement")
 
     @staticmethod
-    def _announce(suite: Suite, sink: SmtpSink, session_id: str, size: int, prefix: str) -> dict:
+    def _announce(suite: Suite, sink: SmtpSinks, session_id: str, size: int, prefix: str) -> dict:
         response = requests.post(
             suite.url("notification", "api/v1/announcements"),
             json={
@@ -172,7 +183,7 @@ class FanoutBench:
         assert response.status_code == 201, response.text
 
         def ours() -> list[float]:
-            return [stamp for address, stamp in sink.accepted().items() if address.startswith(prefix)]
+            return list(sink.accepted(prefix).values())
 
         stamps = wait_until(
             lambda: (found := ours()) and len(found) >= size and found, timeout=900, interval=0.5, what="every mail"
@@ -191,29 +202,42 @@ class FanoutBench:
             "failed": announcement.get("failed"),
         }
 
-    def _start_profile(self, worker):
+    def _start_profiles(self, workers):
+        """py-spy on every worker while the first announcement goes out (one fans out, both send)."""
         if profiling.py_spy_problem():
             return None
-        stacks = Path(f"{self.profile_prefix}-fanout-stacks.txt")
         seconds = max(3, int(self.sizes[0] / GOAL_PER_SECOND * 0.8))
-        return profiling.start_recording(worker.pid, seconds, stacks, wall=True), stacks
+        recorders = []
+        for number, worker in enumerate(workers, start=1):
+            stacks = Path(f"{self.profile_prefix}-fanout-worker-{number}-stacks.txt")
+            recorders.append((profiling.start_recording(worker.pid, seconds, stacks, wall=True), stacks))
+        return recorders
 
-    def _finish_profile(self, recorder) -> str:
-        process, stacks = recorder
-        output = process.communicate(timeout=300)[0]
-        if process.returncode != 0 or not stacks.exists():
-            return f"profile failed: {output[-300:]}"
+    def _finish_profiles(self, recorders) -> str:
+        summaries = []
+        for number, (process, stacks) in enumerate(recorders, start=1):
+            output = process.communicate(timeout=300)[0]
+            if process.returncode != 0 or not stacks.exists():
+                return f"profile failed: {output[-300:]}"
+            title = (
+                f"notification worker {number} sending an announcement to {self.sizes[0]} (py-spy --idle, every thread)"
+            )
+            collapsed = stacks.read_text()
+            summaries.append(profiling.summary(title, collapsed, focus="send_due_mail"))
+            summaries.append(profiling.summary(f"worker {number}: the fan-out", collapsed, focus="expand_due"))
         summary_path = Path(f"{self.profile_prefix}-fanout.txt")
-        title = f"a notification worker sending an announcement to {self.sizes[0]} (py-spy --idle, every thread)"
-        summary_path.write_text(profiling.summary(title, stacks.read_text(), focus="send_due_mail"))
-        return f"profile of one notification worker: {summary_path}"
+        summary_path.write_text("\n".join(summaries))
+        return f"profile of the notification workers: {summary_path}"
 
-    def _report(self, timings: dict, memory: list, raw_seconds: float, raw_rate: float, profile_note) -> list[str]:
+    def _report(
+        self, timings: dict, memory: list, raw_seconds: float, raw_rate: float, ceiling: tuple, profile_note
+    ) -> list[str]:
         small, large = self.sizes
         lines = [
             f"per announcement: its 201 to the SMTP sink's 250 for its last recipient; {WORKERS} notification "
-            f"worker processes (each {self._senders()} mail sender threads); the audience pre-filled in "
-            "notification's projection (one SQL statement); command: python -m tests.bench.run --parts fanout"
+            f"worker processes (each {self._senders()} mail sender threads); the SMTP sink in {SINK_PROCESSES} "
+            "aiosmtpd processes on one port; the audience pre-filled in notification's projection (one SQL "
+            "statement); command: python -m tests.bench.run --parts fanout"
         ]
         for size in self.sizes:
             t = timings[size]
@@ -239,6 +263,13 @@ class FanoutBench:
         lines.append(
             f"raw kombu, {SIZES[0]} messages published with confirms as fast as one process can and consumed by "
             f"another: {raw_seconds:.1f} s, {raw_rate:.0f} messages/s"
+        )
+        ceiling_seconds, ceiling_rate = ceiling
+        lines.append(
+            f"the SMTP sink alone ({SINK_PROCESSES} processes), {small} ready-made mails from "
+            f"{WORKERS * self._senders()} plain smtplib sessions (one process each), the suite idle: "
+            f"{ceiling_seconds:.1f} s, {ceiling_rate:.0f} mails/s; the fan-out of {small} reached "
+            f"{100 * rate / ceiling_rate:.0f}% of it"
         )
         if profile_note:
             lines.append(profile_note)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from services.notification import announcements, domain, sending
 from services.notification.mail import SmtpTransport
-from services.notification.tables import Announcement, Delivery
+from services.notification.tables import Announcement, Delivery, OptOut, RegistrationView
 from shared.clock import utcnow
 from shared.errors import Conflict, RuleViolation
 from shared.events import make_event, parse_event
@@ -217,3 +217,45 @@ def test_two_workers_fanning_out_and_sending_deliver_each_message_once(runtime):
 
     assert received == sorted(f"peserta{i}@kaltaraprov.go.id" for i in range(60))
     assert progress(runtime, announcement_id)["sent"] == 60
+
+
+def test_two_worker_processes_racing_deliver_an_announcement_to_2000_exactly_once_each(tmp_path, postgres_url):
+    """Two OS processes, each fanning out and sending as a worker does, on one announcement: every member gets
+    one mail — also the one registered twice — and nobody who opted out gets any."""
+    import multiprocessing
+
+    from tests.support.mail_racers import fan_out_and_send
+
+    runtime = migrated_runtime("notification", tmp_path, postgres_url)
+    members = [f"anggota{i}@kaltaraprov.go.id" for i in range(2000)]
+    refusing = set(members[::97])
+    now = datetime.now(UTC)
+    rows = [
+        {"registration_id": f"r-{i}", "session_id": SESSION, "programme_id": "prog-1", "email": email,
+         "name": f"Anggota {i}", "opd": "Dinas Kominfo", "language": "id", "status": "confirmed", "event_time": now}
+        for i, email in enumerate(members)
+    ] + [  # the same person registered a second time
+        {"registration_id": "r-again", "session_id": SESSION, "programme_id": "prog-1", "email": members[5],
+         "name": "Anggota 5", "opd": "Dinas Kominfo", "language": "id", "status": "confirmed", "event_time": now}
+    ]  # fmt: skip
+    with runtime.engine.begin() as connection:
+        connection.execute(insert(RegistrationView.__table__), rows)
+        connection.execute(
+            insert(OptOut.__table__), [{"email": e, "channel": "email", "created_at": now} for e in refusing]
+        )
+    announcement_id = announce(runtime, {"session_id": SESSION})
+
+    spawn = multiprocessing.get_context("spawn")
+    with SmtpServer() as smtp, spawn.Pool(2) as pool:
+        barrier = spawn.Manager().Barrier(2)
+        racers = [
+            pool.apply_async(fan_out_and_send, (str(tmp_path), postgres_url, smtp.url, announcement_id, barrier))
+            for _ in range(2)
+        ]
+        claimed = [racer.get(timeout=300) for racer in racers]
+        received = [str(m["To"]) for m in smtp.messages]
+
+    assert sorted(received) == sorted(set(members) - refusing)  # each once, the opted-out none
+    assert all(claimed)  # both processes took part
+    state = progress(runtime, announcement_id)
+    assert (state["sent"], state["failed"], state["opted_out"]) == (2000 - len(refusing), 0, len(refusing))
