@@ -21,6 +21,7 @@ sent, py-spy records one worker (``--idle``: its waiting threads too) into ``<ou
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -75,6 +76,56 @@ def prefill_audience(database_url: str, session_id: str, count: int, prefix: str
             connection.execute(text("ANALYZE registrations"))
     finally:
         engine.dispose()
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class _CpuShares:
+    """CPU used while one announcement went out: its workers, PostgreSQL (every backend: the suite's and any
+    other's on the machine), the sink, and the machine as a whole (``/proc``)."""
+
+    def __init__(self, workers: list, sink: SmtpSinks) -> None:
+        self.worker_pids = [worker.pid for worker in workers]
+        self.sink_pids = [process.pid for process in sink.processes]
+        self.postgres_pids = _postgres_pids()
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        busy, total = process_stats.machine_ticks()
+        return {
+            "workers": process_stats.cpu_seconds(self.worker_pids),
+            "postgres": process_stats.cpu_seconds(self.postgres_pids),
+            "sink": process_stats.cpu_seconds(self.sink_pids),
+            "busy_ticks": busy,
+            "total_ticks": total,
+        }
+
+    def per_delivery_ms(self, deliveries: int) -> dict[str, float]:
+        self.postgres_pids = sorted(set(self.postgres_pids) | set(_postgres_pids()))  # backends opened meanwhile
+        end = self._now()
+        used = {key: end[key] - self.start[key] for key in end}
+        machine_seconds = used["busy_ticks"] / _TICKS  # busy jiffies of every core together
+        ours = used["workers"] + used["postgres"] + used["sink"]
+        return {
+            "workers": 1000 * used["workers"] / deliveries,
+            "postgres": 1000 * used["postgres"] / deliveries,
+            "sink": 1000 * used["sink"] / deliveries,
+            "busy": 100 * used["busy_ticks"] / max(used["total_ticks"], 1),
+            "others": 1000 * max(machine_seconds - ours, 0) / deliveries,
+        }
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def raw_kombu_throughput(broker_url: str, count: int) -> tuple[float, float]:
@@ -138,7 +189,9 @@ class FanoutBench:
                 for index, size in enumerate(self.sizes):
                     self.progress(f"fan-out: announcement to {size} recipients, {WORKERS} worker processes ...")
                     recorders = self._start_profiles(workers) if index == 0 else None
+                    meter = _CpuShares(workers, sink)
                     timings[size] = self._announce(suite, sink, sessions[size], size, f"fanout{size}.")
+                    timings[size]["cpu"] = meter.per_delivery_ms(size)
                     if recorders is not None:
                         profile_note = self._finish_profiles(recorders)
                 memory = [process_stats.memory_of(worker.pid) for worker in workers]
@@ -244,6 +297,12 @@ class FanoutBench:
             lines.append(
                 f"{size} recipients: {t['seconds']:.1f} s, {t['per_second']:.0f} deliveries/s (first mail after "
                 f"{t['first_mail_after'] * 1000:.0f} ms; sent {t['sent']}, failed {t['failed']})"
+            )
+            cpu = t["cpu"]
+            lines.append(
+                f"  CPU per delivery: workers {cpu['workers']:.2f} ms, PostgreSQL {cpu['postgres']:.2f} ms, SMTP sink "
+                f"{cpu['sink']:.2f} ms; the machine {cpu['busy']:.0f}% busy over {os.cpu_count()} cores, of which "
+                f"{cpu['others']:.2f} ms per delivery by everything else on it"
             )
         rate = timings[small]["per_second"]
         verdict = "met" if rate >= GOAL_PER_SECOND else "NOT met"
