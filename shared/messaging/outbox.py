@@ -26,11 +26,12 @@ for a lost ring and for retry rows whose ``not_before`` comes later: a lost ring
 While waiting on AMQP, the relay also reads its broker connection every :data:`~shared.messaging.wakeup.WAIT_SLICE`
 (heartbeats).
 
-**Its own transactions do not wait for the disk** (PostgreSQL). Every commit of a claim or a mark would wait
-for a WAL flush — milliseconds each, twice per batch, on the path of every event. The relay's connections
-(:func:`relay_engine`, a small pool of its own) run with ``synchronous_commit = off``: a commit returns at
-once, visible to every other session at once, and reaches the disk within a fraction of a second (the WAL
-writer). That is safe here, and only here, because losing such a commit in a database crash is a case the
+**Its own transactions do not wait for the disk.** Every commit of a claim or a mark would wait for a WAL
+flush — milliseconds each, twice per batch, on the path of every event (and on SQLite while holding the one
+write lock every writer of the database queues for). The relay's connections (:func:`relay_engine`, a small
+pool of its own) run with ``synchronous_commit = off`` on PostgreSQL and ``synchronous = NORMAL`` on SQLite
+(WAL mode): a commit returns at once, visible to every other session at once, and reaches the disk within a
+moment (PostgreSQL's WAL writer; SQLite's next checkpoint or synchronous commit). That is safe here, and only here, because losing such a commit in a database crash is a case the
 design already handles: a lost claim or a lost mark leaves the row pending, so it is published again — the
 duplicate of step 3, which the consumers' inboxes absorb — and a lost postponement only retries sooner. The
 transactions that create outbox rows (a state change and its events) and the consumers' (inbox row and
@@ -81,15 +82,14 @@ RELAY_RECONNECT = Backoff(base=timedelta(seconds=0.5), factor=2, cap=timedelta(s
 
 
 def relay_engine(engine: Engine) -> Engine:
-    """The relay's own engine on ``engine``'s database: on PostgreSQL a pool of its own whose sessions run with
-    ``synchronous_commit = off`` (see "Its own transactions" in the module docstring); elsewhere ``engine``."""
-    if not is_postgresql(engine):
+    """The relay's own engine on ``engine``'s database, whose commits do not wait for the disk (see "Its own
+    transactions" in the module docstring): a small pool of its own. A database in memory is only reachable
+    through ``engine`` itself, so it keeps it."""
+    database = engine.url.database
+    if not is_postgresql(engine) and (not database or database == ":memory:"):
         return engine
     return create_database_engine(
-        engine.url.render_as_string(hide_password=False),
-        connect_args={"options": "-c synchronous_commit=off"},
-        pool_size=1,
-        max_overflow=2,
+        engine.url.render_as_string(hide_password=False), wait_for_disk=False, pool_size=1, max_overflow=2
     )
 
 
