@@ -801,16 +801,8 @@ def publish_results(uow: UnitOfWork, round_id: str) -> Round:
         uow.publish(
             "results.published",
             {
-                "round_id": round_.id,
-                "round_name": round_.name,
-                "programme_id": round_.programme_id,
-                "proposal_id": proposal.id,
-                "proposal_title": proposal.title,
-                "registration_id": team.id,
-                "team_name": team.name,
-                "team_email": team.email,
+                **_told_to_team(round_, proposal, team),
                 "opd": proposal.opd,
-                "language": team.language,
                 "rank": entry.rank if entry.score is not None else None,
                 "ranked_proposals": ranked_count,
                 "advanced": entry.advanced,
@@ -822,6 +814,21 @@ def publish_results(uow: UnitOfWork, round_id: str) -> Round:
         )
     uow.flush()
     return round_
+
+
+def _told_to_team(round_: Round, proposal: Proposal, team: RegistrationView) -> dict[str, Any]:
+    """What every event told to a team about a round carries: the round, the proposal, and who the team is."""
+    return {
+        "round_id": round_.id,
+        "round_name": round_.name,
+        "programme_id": round_.programme_id,
+        "proposal_id": proposal.id,
+        "proposal_title": proposal.title,
+        "registration_id": team.id,
+        "team_name": team.name,
+        "team_email": team.email,
+        "language": team.language,
+    }
 
 
 def file_objection(uow: UnitOfWork, principal: Principal, proposal_id: str, round_id: str, text: str) -> Objection:
@@ -873,16 +880,8 @@ def answer_objection(uow: UnitOfWork, by: Principal, objection_id: str, decision
     uow.publish(
         "objection.answered",
         {
+            **_told_to_team(round_, proposal, team),
             "objection_id": objection.id,
-            "round_id": round_.id,
-            "round_name": round_.name,
-            "programme_id": round_.programme_id,
-            "proposal_id": proposal.id,
-            "proposal_title": proposal.title,
-            "registration_id": team.id,
-            "team_name": team.name,
-            "team_email": team.email,
-            "language": team.language,
             "decision": decision,
             "answer": reason,
             "filed_at": objection.filed_at,
