@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from kombu import Connection
@@ -157,7 +158,7 @@ class EventProcessor:
             except InvalidEvent:
                 event = None
             if event is None or event.type not in self.handlers:  # dead-lettered, each on its own
-                outcomes[index] = self._recording(lambda b=body, h=headers: self.process(b, h))
+                outcomes[index] = self._recording(partial(self.process, body, headers))
             elif event.id in first_of:
                 repeated.append((index, event))
             else:
@@ -166,7 +167,7 @@ class EventProcessor:
         if len(together) == 1:  # alone, it takes the single-message path itself
             [(index, _event)] = together
             body, headers = messages[index]
-            outcomes[index] = self._recording(lambda: self.process(body, headers))
+            outcomes[index] = self._recording(partial(self.process, body, headers))
         elif together:
             try:
                 handled = self._handle_together([event for _index, event in together])
@@ -179,7 +180,7 @@ class EventProcessor:
                 )
                 for index, event in together:
                     body, headers = messages[index]
-                    outcomes[index] = self._recording(lambda b=body, h=headers, e=event: self._process_event(b, h, e))
+                    outcomes[index] = self._recording(partial(self._process_event, body, headers, event))
             else:
                 for index, event in together:
                     outcomes[index] = self._settled(event, "handled" if event.id in handled else "duplicate")
