@@ -142,6 +142,17 @@ def test_on_postgresql_a_claim_skips_rows_another_transaction_holds_without_wait
     assert [row.id for row in rows] == [4, 5, 6]
 
 
+def test_a_claim_writes_the_callers_values_with_the_lease_on_the_rows_it_took_and_returns_them_written(engine):
+    add_jobs(engine, 4)
+    with engine.begin() as connection:
+        connection.execute(update(jobs).where(jobs.c.id == 3).values(done_at=utcnow()))
+
+    token, rows = queue_on(engine).claim(2, note="in hand")
+
+    assert [(row.id, row.note, row.claim_token) for row in rows] == [(1, "in hand", token), (2, "in hand", token)]
+    assert [job(engine, i).note for i in (1, 2, 3, 4)] == ["in hand", "in hand", None, None]
+
+
 # --- leases -----------------------------------------------------------------------------------------------
 
 
