@@ -555,6 +555,19 @@ def notify_result(uow: UnitOfWork, event: Event, timezone: tzinfo) -> int:
     return queue_messages(uow, event.id, event.correlationid, [message])
 
 
+
+def notify_objection_answered(uow: UnitOfWork, event: Event, timezone: tzinfo) -> int:
+    """The organisers answered a team's objection: tell the team whether it was upheld, and why (the filing
+    time shown in ``timezone``)."""
+    data = event.data
+    context = {
+        **{key: data.get(key) for key in ("team_name", "round_name", "proposal_title", "decision", "answer")},
+        "filed_at": local_time(data.get("filed_at"), timezone),
+    }
+    recipient = data["team_email"].lower()
+    message = Message("objection_answered", recipient, data["team_name"], data.get("language"), context)
+    return queue_messages(uow, event.id, event.correlationid, [message])
+
 # --- reading ----------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,10 @@ def on_results_published(uow: UnitOfWork, event: Event) -> None:
     domain.notify_result(uow, event, settings().timezone)
 
 
+def on_objection_answered(uow: UnitOfWork, event: Event) -> None:
+    domain.notify_objection_answered(uow, event, settings().timezone)
+
+
 def _with_other_channels(handler: Handler) -> Handler:
     def handle(uow: UnitOfWork, event: Event) -> None:
         handler(uow, event)
@@ -67,6 +71,7 @@ _MAIL_HANDLERS: dict[str, Handler] = {
     "proposal.submitted": on_proposal_submitted,
     "evaluation.assigned": on_evaluation_assigned,
     "results.published": on_results_published,
+    "objection.answered": on_objection_answered,
 }
 HANDLERS: dict[str, Handler] = {
     event_type: _with_other_channels(handler) for event_type, handler in _MAIL_HANDLERS.items()

@@ -38,6 +38,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "proposal.submitted",
         "evaluation.assigned",
         "results.published",
+        "objection.answered",
     ),
     "evaluation": (
         "registration.confirmed",

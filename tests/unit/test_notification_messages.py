@@ -319,6 +319,53 @@ def test_results_reach_the_team_in_its_language(runtime, language, subject):
     assert ("Peringkat: 2 dari 14" if language == "id" else "Rank: 2 of 14") in plain_text_of(mail)
 
 
+@pytest.mark.parametrize(
+    ("language", "decision", "subject", "says"),
+    [
+        ("id", "rejected", "Jawaban sanggahan", "Sanggahan Anda DITOLAK"),
+        ("id", "upheld", "Jawaban sanggahan", "Sanggahan Anda DITERIMA"),
+        ("en", "rejected", "Your objection was answered", "Your objection was REJECTED"),
+        ("en", "upheld", "Your objection was answered", "Your objection was UPHELD"),
+    ],
+)
+def test_the_team_hears_the_answer_to_its_objection_with_the_reason(runtime, language, decision, subject, says):
+    from tests.unit.test_participant_mails import result_data
+
+    team = {k: v for k, v in result_data(language=language).items() if k in ANSWERED_FIELDS}
+    data = {
+        **team,
+        "objection_id": "7d1c1a8e-0000-4000-8000-0000000000o1",
+        "decision": decision,
+        "answer": "Nilai dihitung ulang sesuai rubrik.",
+        "filed_at": "2027-04-08T01:30:00+00:00",
+        "answered_at": "2027-04-09T03:00:00+00:00",
+    }
+
+    [delivery] = handle(runtime, "objection.answered", data, source="/evaluation")
+
+    assert delivery.recipient == "sari@kaltaraprov.go.id" and delivery.template == "objection_answered"
+    mail = as_received(delivery)
+    assert mail["Subject"] == f"{subject}{' · Objection answered' if language == 'id' else ''}: Layanan KTP Keliling"
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert says in text and "Nilai dihitung ulang sesuai rubrik." in text and "Evaluasi Desk" in text
+    assert "Nilai dihitung ulang sesuai rubrik." in html and says.split()[-1] in html
+    assert "08-04-2027 09:30 WITA" in text, "the filing time in the programme's zone"
+
+
+ANSWERED_FIELDS = (
+    "round_id",
+    "round_name",
+    "programme_id",
+    "proposal_id",
+    "proposal_title",
+    "registration_id",
+    "team_name",
+    "team_email",
+    "language",
+)
+
+
 def test_a_check_in_marks_the_registration_in_the_projection(runtime, registration_data):
     register(runtime, registration_data, 1)
     handle(
