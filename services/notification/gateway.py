@@ -211,6 +211,7 @@ def queue_announcement(
     if not channels or not members:
         return 0
     phones = phones_of(uow, [m.email for m in members])
+    stop_link = domain.unsubscribe_links(runtime)
     written = 0
     for channel in channels:
         refusing = domain.opted_out(uow.session, list(phones), channel)
@@ -221,8 +222,7 @@ def queue_announcement(
             values = values_of(member)
             subject = rules.fill_placeholders(announcement.subject, values)
             body = rules.fill_placeholders(announcement.body, values)
-            stop_link = domain.unsubscribe_url(runtime, member.email, channel)
-            text = f"{subject}\n{body}\n\nStop: {stop_link}"
+            text = f"{subject}\n{body}\n\nStop: {stop_link(member.email, channel)}"
             batch.append(GatewayMessage(channel, member.email, phones[member.email], "announcement", text))
         written += queue_gateway_messages(
             uow, announcement.id, announcement.correlation_id, batch, announcement_id=announcement.id

@@ -56,7 +56,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from services.notification import rules
-from services.notification.domain import opted_out, unsubscribe_key
+from services.notification.domain import opted_out, unsubscribe_links
 from services.notification.mail import MailTransport, Send, classify_send_failure
 from services.notification.messages import Unsubscribe, compose
 from services.notification.rules import MAX_SEND_ATTEMPTS, Fail, RetryAt, SendFailure, WaitForServer
@@ -133,7 +133,7 @@ def _cancel_opted_out(runtime: ServiceRuntime, queue: WorkQueue, token: str, row
 def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: str, rows: Sequence) -> None:
     """Send each row on its own; once the connection is lost, the rest of the batch waits for the server.
     The mails the server accepted are recorded together: before any failure is, and at the end."""
-    key = unsubscribe_key(runtime) if any(row.announcement_id for row in rows) else None
+    links = unsubscribe_links(runtime) if any(row.announcement_id for row in rows) else None
     lease = _BatchLease(runtime.engine, queue, token, rows)
     accepted: list = []
     for index, row in enumerate(rows):
@@ -142,9 +142,8 @@ def _send_batch(runtime: ServiceRuntime, queue: WorkQueue, send: Send, token: st
             continue
         try:
             unsubscribe = None
-            if key is not None and row.announcement_id:
-                link = rules.unsubscribe_token(key, row.recipient, row.channel)
-                unsubscribe = Unsubscribe(f"{runtime.settings.public_url}/notification/unsubscribe/{link}")
+            if links is not None and row.announcement_id:
+                unsubscribe = Unsubscribe(links(row.recipient, row.channel))
             send(compose(row, runtime.settings.mail_from, unsubscribe))
         except Exception as exc:
             failure = classify_send_failure(exc)
