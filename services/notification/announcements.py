@@ -140,7 +140,8 @@ def retry_failed(uow: UnitOfWork, announcement_id: str) -> int:
 
 
 def progress(uow: UnitOfWork, announcement: Announcement, failures: int = 100) -> dict[str, Any]:
-    """``total``, ``queued`` (still to go, ``sending`` included), ``sent``, ``failed`` and the failures."""
+    """``total``, ``queued`` (still to go, ``sending`` included), ``sent``, ``failed`` (``bounced`` included: it
+    did not arrive) and the failures."""
     d = Delivery.__table__.c
     counts = dict(
         uow.session.execute(
@@ -150,9 +151,10 @@ def progress(uow: UnitOfWork, announcement: Announcement, failures: int = 100) -
     for state, count in gateway.counts_of_announcement(uow, announcement.id).items():  # SMS and WhatsApp
         counts[state] = counts.get(state, 0) + count
     counts["sent"] = counts.get("sent", 0) + counts.pop("delivered", 0)
+    counts["failed"] = counts.get("failed", 0) + counts.pop("bounced", 0)  # it did not arrive either way
     failed = uow.session.execute(
         select(d.recipient, d.last_error, d.attempts)
-        .where(d.announcement_id == announcement.id, d.status == "failed")
+        .where(d.announcement_id == announcement.id, d.status.in_(("failed", "bounced")))
         .order_by(d.recipient)
         .limit(failures)
     ).all()

@@ -150,3 +150,29 @@ def test_a_bounce_quicker_than_the_senders_record_is_the_outcome_told_once(runti
     assert (row.status, row.attempts) == ("bounced", 1), "the sender's own record found it no longer pending"
     assert told(runtime, row.id) == ["notification.failed"], "never told as delivered, never twice"
     assert tries(runtime, row.id) == ["bounced"]
+
+
+def test_a_bounced_announcement_mail_counts_as_failed_in_its_progress(runtime, client):
+    from services.notification import announcements
+
+    confirm(runtime, 1)
+    confirm(runtime, 2)
+    with runtime.unit_of_work() as uow:
+        data = {"subject": "Info", "body": "Yth. {name}.", "channels": ["email"], "audience": {"session_id": "s-1"}}
+        announcement = announcements.create(uow, {**data, "send_at": None}, "panitia@kaltaraprov.go.id", "req-a")
+        uow.commit()
+    while announcements.expand_due(runtime):
+        pass
+    with SmtpServer() as smtp:
+        while sending.send_due_mail(runtime, SmtpTransport(smtp.url)):
+            pass
+        [info] = [m for m in smtp.to("peserta2@kaltaraprov.go.id") if str(m["Subject"]) == "Info"]
+    report = {"message_id": info["Message-ID"], "error": "550 5.1.1 mailbox unknown"}
+    assert client.post(URL, json=report, headers=HEADERS).get_json()["status"] == "bounced"
+
+    with runtime.reading() as uow:
+        shown = announcements.progress(uow, announcements.get(uow, announcement.id))
+    assert (shown["total"], shown["sent"], shown["failed"], shown["queued"]) == (2, 1, 1, 0)
+    assert shown["failures"] == [
+        {"recipient": "peserta2@kaltaraprov.go.id", "error": "550 5.1.1 mailbox unknown", "attempts": 1}
+    ]
