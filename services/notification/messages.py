@@ -45,8 +45,11 @@ MESSAGE_ID_DOMAIN = "labinov.local"
 
 
 def _environment(autoescape: bool) -> Environment:
+    """Templates are read once per process (``auto_reload`` off: no file check on every render — they ship
+    with the code, so a changed template comes with a restart)."""
     return Environment(
         loader=FileSystemLoader(MAIL_TEMPLATES),
+        auto_reload=False,
         undefined=StrictUndefined,
         autoescape=autoescape,
         keep_trailing_newline=True,
