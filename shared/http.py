@@ -286,9 +286,10 @@ def create_service_app(
     api_blueprints = list(api_blueprints)
     for blueprint in api_blueprints:
         api.register_blueprint(blueprint, url_prefix=f"/{name}/api/v1")
-    for header in sorted(
-        {getattr(view, "labinov_secret_header", None) for view in app.view_functions.values()} - {None}
-    ):
+    secret_headers: set[str] = {
+        view.labinov_secret_header for view in app.view_functions.values() if hasattr(view, "labinov_secret_header")
+    }
+    for header in sorted(secret_headers):  # endpoints for other systems (shared.auth.requires_shared_secret)
         api.spec.components.security_scheme(header, {"type": "apiKey", "in": "header", "name": header})
     install_pages(app, runtime, api_blueprints)  # languages, sign-in cookie, CSRF (APIs exempt), navigation
     for blueprint in page_blueprints:
