@@ -5,7 +5,8 @@ participants' addresses or speaks to them:
 - ``GET /deliveries`` (``?status=held`` lists what the hourly cap held back);
 - ``POST /announcements``, ``GET /announcements``, ``GET /announcements/{id}``,
   ``POST /announcements/{id}/cancel``, ``POST /announcements/{id}/retry-failed``, ``POST /announcements/preview``;
-- ``POST /webhooks``, ``GET /webhooks``, ``GET /webhooks/{id}/deliveries`` — organisers;
+- ``POST /webhooks``, ``GET /webhooks``, ``PATCH /webhooks/{id}`` (switch on/off), ``DELETE /webhooks/{id}``,
+  ``GET /webhooks/{id}/deliveries`` — organisers;
 - ``GET /inbox``, ``POST /inbox/{id}/read`` — a participant with their token, their own registration only (a
   cancelled one's token is 403; an organiser's is 403: it is the participant's own);
 - ``POST /gateway/status`` — the SMS/WhatsApp gateway, with the shared secret in ``X-Gateway-Secret``
@@ -32,6 +33,7 @@ from services.notification.schemas import (
     MailBounceSchema,
     PreviewSchema,
     RetriedSchema,
+    WebhookChangeSchema,
     WebhookCreatedSchema,
     WebhookCreateSchema,
     WebhookDeliverySchema,
@@ -228,6 +230,33 @@ def list_webhooks(query):
     """The webhooks, newest first, with whether each is still on (and why not)."""
     with runtime_of().reading() as uow:
         return [webhooks.view(w) for w in webhooks.list_webhooks(uow, query["limit"], query["offset"])]
+
+
+@blp.patch("/webhooks/<webhook_id>")
+@requires("organiser")
+@blp.arguments(WebhookChangeSchema)
+@blp.response(200, WebhookSchema)
+@blp.alt_response(404, description="No such webhook")
+@blp.alt_response(422, description="Switching on a webhook whose URL may no longer be called (named why)")
+def change_webhook(data, webhook_id):
+    """Switch a webhook on — also one switched off after repeated failure, its failures counted afresh and its
+    URL checked again — or off (what is still queued for it is then cancelled, not sent)."""
+    runtime = runtime_of()
+    with runtime.unit_of_work() as uow:
+        webhook = webhooks.switch(uow, webhook_id, data["active"], runtime.settings.webhook_allow_local)
+        uow.commit()
+        return webhooks.view(webhook)
+
+
+@blp.delete("/webhooks/<webhook_id>")
+@requires("organiser")
+@blp.response(204)
+@blp.alt_response(404, description="No such webhook")
+def delete_webhook(webhook_id):
+    """Remove a webhook with its deliveries; nothing more is sent to it."""
+    with runtime_of().unit_of_work() as uow:
+        webhooks.delete(uow, webhook_id)
+        uow.commit()
 
 
 @blp.get("/webhooks/<webhook_id>/deliveries")

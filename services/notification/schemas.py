@@ -186,6 +186,13 @@ class WebhookCreateSchema(RequestSchema):
     )
 
 
+class WebhookChangeSchema(RequestSchema):
+    active = fields.Bool(
+        required=True,
+        metadata={"description": "true switches it on (also after repeated failure: counting starts afresh)"},
+    )
+
+
 class WebhookSchema(Schema):
     id = fields.Str()
     url = fields.Str()

@@ -60,6 +60,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, Insert, String, bindparam, case, cast, func, literal, literal_column, select, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
@@ -178,6 +179,40 @@ def view(webhook: Webhook, with_secret: bool = False) -> dict[str, Any]:
     if with_secret:
         shown["secret"] = webhook.secret
     return shown
+
+
+def switch(uow: UnitOfWork, webhook_id: str, active: bool, allow_local: bool) -> Webhook:
+    """An organiser switches a webhook on — also one switched off after repeated failure, which starts counting
+    failures afresh, its URL checked again as when it was made — or off (deliveries still queued for it are
+    then cancelled when their turn comes, by the sender's own check). Switching to the state it is in changes
+    nothing."""
+    webhook = uow.session.get(Webhook, webhook_id, with_for_update=True)
+    if webhook is None:
+        raise NotFound(f"No webhook {webhook_id}.")
+    if webhook.active == active:
+        return webhook
+    if active:
+        check_url(webhook.url, allow_local)
+        webhook.active, webhook.consecutive_failures, webhook.failing_since = True, 0, None
+        webhook.disabled_at, webhook.disabled_reason = None, None
+    else:
+        webhook.active, webhook.disabled_at = False, datetime.now(UTC)
+        webhook.disabled_reason = "switched off by an organiser"
+    uow.flush()
+    return webhook
+
+
+def delete(uow: UnitOfWork, webhook_id: str) -> None:
+    """Remove a webhook with its deliveries and their attempts. A delivery a sender holds at this moment may
+    still go out once (its outcome then finds no row: the work queue's guard); nothing else is sent."""
+    if uow.session.get(Webhook, webhook_id, with_for_update=True) is None:
+        raise NotFound(f"No webhook {webhook_id}.")
+    d = webhook_deliveries.c
+    of_webhook = select(d.id).where(d.webhook_id == webhook_id).scalar_subquery()
+    attempts = DeliveryAttempt.__table__
+    uow.session.execute(sql_delete(attempts).where(attempts.c.delivery_id.in_(of_webhook)))
+    uow.session.execute(sql_delete(webhook_deliveries).where(d.webhook_id == webhook_id))
+    uow.session.execute(sql_delete(webhooks).where(webhooks.c.id == webhook_id))
 
 
 def list_webhooks(uow: UnitOfWork, limit: int = 100, offset: int = 0) -> list[Webhook]:
