@@ -123,8 +123,11 @@ def test_a_fan_out_run_twice_writes_no_delivery_twice(runtime):
         members = announcements.audience_of(uow, {"programme_id": "prog-1"})
     with runtime.unit_of_work() as uow:  # a worker that died after its first batch had written these
         batch = [announcements.message_for(uow, announcement, m, runtime) for m in members[:2]]
-        domain.queue_messages(uow, announcement_id, None, batch, announcement_id=announcement_id)
+        assert domain.queue_messages(uow, announcement_id, None, batch, announcement_id=announcement_id) == 2
         uow.commit()
+    with runtime.unit_of_work() as uow:  # all three again: only the one not yet written is new (not committed)
+        everyone = [announcements.message_for(uow, announcement, m, runtime) for m in members]
+        assert domain.queue_messages(uow, announcement_id, None, everyone, announcement_id=announcement_id) == 1
 
     announcements.expand_due(runtime)
 
