@@ -30,8 +30,10 @@ class TcpProxy:
         return self
 
     def cut(self) -> None:
-        """The outage: stop listening and drop every open connection."""
-        listener, self._listener = self._listener, None
+        """The outage: stop listening and drop every open connection — also one whose accept was under way:
+        :meth:`_accept` keeps a new connection only if the proxy is still listening when it is complete."""
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener:
             try:  # wakes the thread blocked in accept(); close() alone would leave the port listening
                 listener.shutdown(socket.SHUT_RDWR)
@@ -59,6 +61,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # cut while this connection was being made: drop it
+                    client.close()
+                    upstream.close()
+                    return
                 self._connections += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
