@@ -48,14 +48,15 @@ statement and runs in autocommit on PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert
 
 from services.notification import rules
+from services.notification.attempts import correlation_of, record_attempt
 from services.notification.domain import opted_out, unsubscribe_links
 from services.notification.mail import MailTransport, Send, classify_send_failure
 from services.notification.messages import Unsubscribe, compose
@@ -63,8 +64,6 @@ from services.notification.rules import MAX_SEND_ATTEMPTS, Fail, RetryAt, SendFa
 from services.notification.tables import UNFINISHED_STATES, Delivery, DeliveryAttempt
 from shared.backoff import equal_jitter
 from shared.clock import utcnow
-from shared.db import UnitOfWork
-from shared.observability import new_correlation_id, reset_correlation_id, set_correlation_id
 from shared.runtime import ServiceRuntime
 from shared.workqueue import WorkQueue
 
@@ -125,7 +124,7 @@ def _cancel_opted_out(runtime: ServiceRuntime, queue: WorkQueue, token: str, row
         cancelled = [row for row in announcement_rows if row.recipient in gone]
         for row in cancelled:
             if queue.finish(token, [row.id], on=uow.session, status="cancelled", last_error="opted out"):
-                _attempt(uow, row.id, "cancelled", "opted out")
+                record_attempt(uow, row.id, "cancelled", "opted out")
         uow.commit()
     return [row for row in rows if row not in cancelled]
 
@@ -225,7 +224,7 @@ def _record_sent(runtime: ServiceRuntime, queue: WorkQueue, token: str, rows: Se
             )
             events = []
             for row in finished:
-                with _correlation_of(row):
+                with correlation_of(row.correlation_id):
                     _envelope, (statement, values) = uow.event_write(
                         "notification.delivered", outcome_event_data(row, None), subject=row.id
                     )
@@ -244,14 +243,6 @@ def outcome_event_data(row, error: str | None) -> dict[str, Any]:
         "caused_by": row.caused_by,
         "error": error,
     }
-
-
-def _attempt(uow: UnitOfWork, delivery_id: str, outcome: str, error: str | None = None) -> None:
-    uow.session.execute(
-        insert(DeliveryAttempt.__table__).values(
-            delivery_id=delivery_id, outcome=outcome, error=error, at=datetime.now(UTC)
-        )
-    )
 
 
 def _after_failure(
@@ -284,7 +275,7 @@ def _postpone(
 ) -> None:
     with runtime.unit_of_work() as uow:
         if queue.postpone(token, row.id, at, on=uow.session, status="queued", last_error=error, **values):
-            _attempt(uow, row.id, outcome, error)
+            record_attempt(uow, row.id, outcome, error)
         uow.commit()
 
 
@@ -292,7 +283,7 @@ def _record_outcome(
     runtime: ServiceRuntime, queue: WorkQueue, token: str, row, status: str, attempts: int, error: str | None = None
 ) -> None:
     """Mark the delivery sent or failed, keep the attempt and publish the matching event, in one transaction."""
-    with _correlation_of(row), runtime.unit_of_work() as uow:
+    with correlation_of(row.correlation_id), runtime.unit_of_work() as uow:
         finished = queue.finish(
             token,
             [row.id],
@@ -303,20 +294,10 @@ def _record_outcome(
             sent_at=datetime.now(UTC) if status == "sent" else None,
         )
         if finished:
-            _attempt(uow, row.id, status, error)
+            record_attempt(uow, row.id, status, error)
             uow.publish(
                 "notification.delivered" if status == "sent" else "notification.failed",
                 outcome_event_data(row, error),
                 subject=row.id,
             )
         uow.commit()
-
-
-@contextmanager
-def _correlation_of(row) -> Iterator[None]:
-    """The events about a delivery carry the correlation id of the request that caused it."""
-    previous = set_correlation_id(row.correlation_id or new_correlation_id())
-    try:
-        yield
-    finally:
-        reset_correlation_id(previous)
